@@ -1,0 +1,162 @@
+"""Typed, validated configuration of the model (encoder and heads) and of the objective.
+
+Both dataclasses check every field's type and range when constructed, so a bad value fails
+before any work starts. Every row of the paper's Table 7 (which objectives are on), every head
+of Table 6 and every global temporal resolution of Table 4 is a value here, not a code change.
+Values that can be derived (feature grids, feature width) are computed, never configured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal
+
+TemporalHeadKind = Literal["mlp", "gru", "gru_mlp", "vcop"]
+ContrastKind = Literal["region", "clip", "none"]
+
+
+def check_field_types(config: Any) -> None:
+    """Raise TypeError naming the field when a dataclass field's value does not match its hint.
+
+    Supports the hints configs use: bool, int, float (an int is accepted), str, Literal[...],
+    tuples of those and `X | None`. A bool is never accepted where an int or float is expected.
+    """
+    hints = typing.get_type_hints(type(config))
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if not _matches(value, hints[field.name]):
+            raise TypeError(
+                f"{type(config).__name__}.{field.name} must be {_describe(hints[field.name])}, "
+                f"got {value!r} ({type(value).__name__})"
+            )
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return any(value == option and type(value) is type(option) for option in hint.__args__)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, option) for option in typing.get_args(hint))
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(item, args[0]) for item in value)
+        return len(value) == len(args) and all(map(_matches, value, args))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(repr(option) for option in hint.__args__)
+    return getattr(hint, "__name__", str(hint))
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The encoder and the heads that sit on its features.
+
+    width: channels of the first R3D-18 stage; stages have width x (1, 2, 4, 8), so the feature
+        dimension is 8 * width (512 for the paper's 64). Smaller widths are for CPU demos.
+    global_unstrided_stages: how many of the last stages (layer4, then layer3, then layer2) of the
+        global-view encoder f' keep temporal stride 1. For 16 input frames: 0 -> T_v = 2 (f' = f),
+        1 -> T_v = 4, 2 -> T_v = 8 (the paper's default); these are Table 4's T_v column.
+    num_clips: K, local clips per video (the temporal heads are sized for it).
+    projection_hidden_dim, projection_dim: the per-location projection head, 1x1x1 convs
+        (8*width -> hidden -> dim) followed by L2 normalisation (paper: 512 -> 512 -> 128).
+    mine_hidden_dim: hidden width of the MINE statistics network G_theta (two-layer MLP).
+    temporal_head: G_psi of Table 6: "mlp", "gru" (default), "gru_mlp" or "vcop".
+    temporal_hidden_dim: hidden width of the temporal head (GRU state and MLP layers).
+    """
+
+    width: int = 64
+    global_unstrided_stages: int = 2
+    num_clips: int = 4
+    projection_hidden_dim: int = 512
+    projection_dim: int = 128
+    mine_hidden_dim: int = 512
+    temporal_head: TemporalHeadKind = "gru"
+    temporal_hidden_dim: int = 512
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        _require(self.width >= 1, f"width must be >= 1, got {self.width}")
+        _require(
+            0 <= self.global_unstrided_stages <= 3,
+            f"global_unstrided_stages must be in 0..3, got {self.global_unstrided_stages}",
+        )
+        _require(self.num_clips >= 1, f"num_clips must be >= 1, got {self.num_clips}")
+        _require(
+            self.num_clips <= 8,
+            f"num_clips must be <= 8 (temporal heads enumerate K! orders), got {self.num_clips}",
+        )
+        for name in ("projection_hidden_dim", "projection_dim", "mine_hidden_dim",
+                     "temporal_hidden_dim"):
+            _require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def feature_dim(self) -> int:
+        """Channels of the encoder's last stage (512 for width 64)."""
+        return 8 * self.width
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Which objectives are on, and how they are weighted.
+
+    contrast: "region" (L_rc, soft spatio-temporal region contrast, Eqs. 3-4), "clip" (L_nce, the
+        clip-level InfoNCE baseline of Table 7 row 1) or "none".
+    temperature: tau of the contrastive softmax (paper: 0.07).
+    mi: L_mi on/off (MINE-based low-level shortcut elimination, Eqs. 5-6).
+    grl_scale: gradient-reversal factor between G_theta and the encoder.
+    mine_ema_rate: rate of the moving average that corrects the DV bound's gradient bias (MINE).
+    td: L_td on/off (local-global temporal order dependency, Eq. 7). The head is
+        ModelConfig.temporal_head.
+    td_temperature: the temporal head's scores lie in [-1/t, 1/t] (the "gru" head's cosine
+        temperature), which keeps the DV bound of L_td finite (see model.temporal).
+    *_weight: w_rc (or w_nce), w_mi, w_td. The paper does not publish weights; 1.0 each.
+
+    Table 7 rows as configs: (contrast, mi, td) = (clip, F, F), (region, F, F), (region, T, F),
+    (region, F, T), (clip, T, T), (region, T, T).
+    """
+
+    contrast: ContrastKind = "region"
+    contrast_weight: float = 1.0
+    temperature: float = 0.07
+    mi: bool = True
+    mi_weight: float = 1.0
+    grl_scale: float = 1.0
+    mine_ema_rate: float = 0.01
+    td: bool = True
+    td_weight: float = 1.0
+    td_temperature: float = 0.1
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        _require(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+        _require(self.td_temperature > 0, f"td_temperature must be > 0, got {self.td_temperature}")
+        _require(
+            0 < self.mine_ema_rate < 1, f"mine_ema_rate must be in (0, 1), got {self.mine_ema_rate}"
+        )
+        _require(self.grl_scale >= 0, f"grl_scale must be >= 0, got {self.grl_scale}")
+        for name in ("contrast_weight", "mi_weight", "td_weight"):
+            _require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        _require(
+            self.contrast != "none" or self.mi or self.td,
+            "at least one objective must be on (contrast, mi or td)",
+        )
