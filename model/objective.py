@@ -56,8 +56,9 @@ class LossBreakdown:
     terms: unweighted loss terms by name: "rc" or "nce", "mi", "td" (only those switched on).
     estimates: detached diagnostics: "mi_level" (I between same-level views of different
         videos), "mi_local_global" (frozen-G estimate on local-global pairs), "mi_joint_pairs",
-        "td_mi" (DV bound of the temporal head, at most 2 / td_temperature), "td_order_accuracy" (share of videos whose true
-        order scores above the shuffled one; for vcop, order classification accuracy).
+        "td_mi" (DV bound of the temporal head, at most 2 / td_temperature),
+        "td_order_accuracy" (share of videos whose true order scores above the shuffled one;
+        for vcop, order classification accuracy).
     """
 
     total: Tensor
