@@ -7,6 +7,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from model.losses import info_nce_loss, region_contrast_loss
 
@@ -116,3 +118,36 @@ def test_shape_mismatch_is_a_clear_error():
                              torch.zeros(2, 1, 4, 5), 0.1)
     with pytest.raises(ValueError, match="shape mismatch"):
         info_nce_loss(torch.zeros(2, 1, 8), torch.zeros(2, 7), 0.1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), b=st.integers(1, 4), num_clips=st.integers(1, 3),
+       nc=st.integers(1, 4), nv=st.integers(1, 5), tau=st.floats(0.05, 2.0))
+def test_region_contrast_properties(seed, b, num_clips, nc, nv, tau):
+    q = random_unit(b, num_clips, nc, 8, seed=seed)
+    k = random_unit(b, nv, 8, seed=seed + 1)
+    S = random_rows(b, num_clips, nc, nv, seed=seed + 2)
+    loss = region_contrast_loss(q, k, S, tau)
+    # Cross-entropy against a distribution is at least that distribution's entropy (Gibbs).
+    entropy = -(S * S.log()).sum(-1).mean()
+    assert loss >= entropy - 1e-5
+    # The order of the videos in the key bank does not matter, only which one is each query's.
+    order = torch.randperm(b, generator=torch.Generator().manual_seed(seed))
+    inverse = torch.argsort(order)
+    permuted = region_contrast_loss(q, k[order], S, tau, positive_index=inverse)
+    torch.testing.assert_close(loss, permuted, atol=1e-5, rtol=1e-5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), b=st.integers(1, 6), num_clips=st.integers(1, 4),
+       tau=st.floats(0.05, 2.0))
+def test_info_nce_properties(seed, b, num_clips, tau):
+    q = random_unit(b, num_clips, 8, seed=seed)
+    k = random_unit(b, 8, seed=seed + 1)
+    loss = info_nce_loss(q, k, tau)
+    assert loss >= 0
+    # Never worse than a constant critic by more than the logit range allows.
+    assert loss <= math.log(b) + 2 / tau + 1e-5
+    order = torch.randperm(b, generator=torch.Generator().manual_seed(seed))
+    permuted = info_nce_loss(q, k[order], tau, positive_index=torch.argsort(order))
+    torch.testing.assert_close(loss, permuted, atol=1e-5, rtol=1e-5)

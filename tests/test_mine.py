@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from model.grl import grad_reverse
 from model.mine import MovingAverageDVBound, StatisticsNetwork, dv_bound
@@ -100,3 +102,16 @@ def test_gradient_reversal_gives_exactly_minus_scale_times_the_gradient(scale):
     torch.testing.assert_close(out, x)
     (out * upstream).sum().backward()
     assert torch.equal(x.grad, -scale * upstream)
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), shift=st.floats(-20, 20), p=st.integers(1, 30),
+       q=st.integers(1, 30))
+def test_dv_bound_properties(seed, shift, p, q):
+    g = torch.Generator().manual_seed(seed)
+    joint, marginal = torch.randn(p, generator=g), torch.randn(q, generator=g)
+    value = dv_bound(joint.double(), marginal.double())
+    # A constant added to the critic cancels; the marginal term is at least its mean (Jensen).
+    shifted = dv_bound(joint.double() + shift, marginal.double() + shift)
+    assert shifted.item() == pytest.approx(value.item(), abs=1e-9)
+    assert value.item() <= joint.double().mean().item() - marginal.double().mean().item() + 1e-9
