@@ -1,0 +1,85 @@
+"""What every dataset source produces: the videos to shard, the class list, and what was rejected.
+
+No torch, DALI or Ray. A source parses its annotation files completely (a malformed file raises
+AnnotationError before any video is touched) and resolves every row to a file; rows that cannot
+be resolved, and duplicate ids, are rejections with a reason. `finish` applies the rules that
+are the same for every dataset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+UNLABELLED = -1  # label of rows without one (for example Kinetics test CSVs)
+
+
+class AnnotationError(ValueError):
+    """An annotation file is malformed; the message names the file, the line and the problem."""
+
+
+@dataclass(frozen=True)
+class SourceVideo:
+    """One input video. frame_range = (first, last) source frames to keep, inclusive."""
+
+    video_id: str
+    path: Path
+    label: int
+    label_name: str
+    split: str
+    frame_range: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An input that was not sharded, and why."""
+
+    source_path: str
+    video_id: str
+    split: str
+    reason: str
+
+
+@dataclass
+class DatasetListing:
+    """A parsed dataset: classes[label] is the label's name; videos sorted by (split, id)."""
+
+    dataset: str
+    classes: list[str]
+    videos: list[SourceVideo] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+    @property
+    def num_inputs(self) -> int:
+        return len(self.videos) + len(self.rejected)
+
+
+def index_files(root: Path) -> dict[str, Path]:
+    """Every non-hidden file under root, keyed by its path relative to root (POSIX)."""
+    if not root.is_dir():
+        raise AnnotationError(f"videos folder {root} does not exist or is not a folder")
+    files = {}
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if path.is_file() and not any(part.startswith(".") for part in relative.parts):
+            files[relative.as_posix()] = path
+    return files
+
+
+def finish(dataset: str, classes: list[str], videos: list[SourceVideo],
+           rejected: list[Rejection], split: str | None = None) -> DatasetListing:
+    """Drop duplicate ids (the first in file order wins), filter the split, sort the videos."""
+    kept: dict[str, SourceVideo] = {}
+    rejected = list(rejected)
+    for video in videos:
+        if video.video_id in kept:
+            first = kept[video.video_id].path
+            rejected.append(Rejection(str(video.path), video.video_id, video.split,
+                                      f"duplicate video id (first seen at {first})"))
+        else:
+            kept[video.video_id] = video
+    chosen = [v for v in kept.values() if split is None or v.split == split]
+    rejected = [r for r in rejected if split is None or r.split == split]
+    chosen.sort(key=lambda v: (v.split, v.video_id))
+    rejected.sort(key=lambda r: (r.split, r.video_id, r.source_path))
+    return DatasetListing(dataset, classes, chosen, rejected)
