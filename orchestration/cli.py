@@ -8,6 +8,7 @@ preview, pretrain and evaluate (DESIGN section 7).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
@@ -42,6 +43,131 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _synth(args: argparse.Namespace) -> int:
+    from preprocessing.synth import SynthConfig, synthesize
+
+    config = SynthConfig(classes=args.classes, videos_per_class=args.videos_per_class,
+                         frames=args.frames, width=args.width, height=args.height,
+                         fps=args.fps, codec=args.codec, seed=args.seed)
+    paths = synthesize(args.out, config)
+    print(f"wrote {len(paths)} videos in {config.classes} classes to {args.out}")
+    return 0
+
+
+def _preprocess(args: argparse.Namespace) -> int:
+    from preprocessing.config import PreprocessConfig
+    from preprocessing.job import PlanMismatch, local_executor, run_preprocess
+    from preprocessing.sources import AnnotationError, list_dataset
+
+    try:
+        config = PreprocessConfig(
+            fps=args.fps, short_side=args.short_side, payload=args.format, codec=args.codec,
+            crf=args.crf, keyframe_interval=args.keyframe_interval, min_frames=args.min_frames,
+            videos_per_shard=args.videos_per_shard, target_shard_mb=args.target_shard_mb)
+        listing = list_dataset(args.dataset, args.videos, args.annotations, args.split,
+                               args.fold)
+    except (AnnotationError, ValueError, TypeError) as error:
+        print(f"ctrlaug preprocess: {error}", file=sys.stderr)
+        return 2
+    print(f"{args.dataset}: {listing.num_inputs} inputs, {len(listing.videos)} videos to "
+          f"transcode, {len(listing.rejected)} rejected from the annotations, "
+          f"{len(listing.classes)} classes", file=sys.stderr)
+    if args.ray or args.ray_address:
+        from orchestration.ray_preprocess import ray_executor
+
+        executor = ray_executor(args.ray_address)
+    else:
+        executor = local_executor(args.workers)
+    try:
+        manifest = run_preprocess(listing, config, args.out, executor, overwrite=args.overwrite)
+    except PlanMismatch as error:
+        print(f"ctrlaug preprocess: {error}", file=sys.stderr)
+        return 2
+    print(f"{args.out}: {manifest['num_videos']} videos in {len(manifest['shards'])} shards, "
+          f"{manifest['num_rejected']} rejected (see {args.out / 'rejected.parquet'})")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from preprocessing.verify import verify_shards
+
+    report = verify_shards(args.shards, sample=args.sample)
+    for problem in report.problems:
+        print(f"PROBLEM {problem}")
+    status = "OK" if report.ok else f"FAILED ({len(report.problems)} problems)"
+    print(f"{args.shards}: {status}: {report.shards} shards, {report.rows} rows, "
+          f"{report.decoded} sampled rows decoded")
+    return 0 if report.ok else 1
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from preprocessing.summary import summarize_shards
+
+    try:
+        print(summarize_shards(args.shards))
+    except ValueError as error:
+        print(f"ctrlaug inspect: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _add_data_commands(commands) -> None:
+    from pathlib import Path
+
+    synth = commands.add_parser("synth", help="write a synthetic motion-class video dataset")
+    synth.add_argument("--out", type=Path, required=True)
+    synth.add_argument("--classes", type=int, default=5)
+    synth.add_argument("--videos-per-class", type=int, default=8)
+    synth.add_argument("--frames", type=int, default=48)
+    synth.add_argument("--width", type=int, default=160)
+    synth.add_argument("--height", type=int, default=120)
+    synth.add_argument("--fps", type=int, default=25)
+    synth.add_argument("--codec", default="h264", choices=["h264", "vp9", "mpeg4", "mjpeg"])
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(handler=_synth)
+
+    pre = commands.add_parser("preprocess", help="transcode a video dataset into Parquet shards")
+    pre.add_argument("--dataset", required=True,
+                     choices=["kinetics400", "ucf101", "hmdb51", "diving48", "folder"])
+    pre.add_argument("--videos", type=Path, required=True, help="folder holding the videos")
+    pre.add_argument("--annotations", type=Path,
+                     help="CSV file or folder (kinetics400), split-file folder (ucf101, "
+                          "hmdb51), JSON folder (diving48)")
+    pre.add_argument("--split", help="keep only this split (folder datasets: the split name, "
+                                     "default train)")
+    pre.add_argument("--fold", type=int, default=1, choices=[1, 2, 3],
+                     help="UCF-101 / HMDB-51 split files to use (default 1)")
+    pre.add_argument("--out", type=Path, required=True, help="shard folder to write")
+    pre.add_argument("--format", default="video", choices=["video", "frames"])
+    pre.add_argument("--codec", default="vp9", choices=["vp9", "h264"])
+    pre.add_argument("--crf", type=int, help="constant quality (default 32 vp9, 23 h264)")
+    pre.add_argument("--keyframe-interval", type=int, default=16)
+    pre.add_argument("--short-side", type=int, default=128)
+    pre.add_argument("--fps", type=int, default=25)
+    pre.add_argument("--min-frames", type=int, default=16,
+                     help="reject videos with fewer frames (default 16, one clip)")
+    pre.add_argument("--videos-per-shard", type=int,
+                     help="default: derived from --target-shard-mb")
+    pre.add_argument("--target-shard-mb", type=int, default=256)
+    pre.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                     help="local worker processes (default: all cores)")
+    pre.add_argument("--ray", action="store_true", help="run the shards as Ray tasks")
+    pre.add_argument("--ray-address", help="address of a running Ray cluster (implies --ray)")
+    pre.add_argument("--overwrite", action="store_true",
+                     help="replace shards of a different plan in --out")
+    pre.set_defaults(handler=_preprocess)
+
+    verify = commands.add_parser("verify", help="check shards: checksums, schema, counts, "
+                                                "decodability of a sample")
+    verify.add_argument("shards", type=Path)
+    verify.add_argument("--sample", type=int, default=8, help="rows to decode (default 8)")
+    verify.set_defaults(handler=_verify)
+
+    inspect = commands.add_parser("inspect", help="summarise a shard folder")
+    inspect.add_argument("shards", type=Path)
+    inspect.set_defaults(handler=_inspect)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ctrlaug",
@@ -57,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--width", type=int, default=16,
                       help="R3D-18 base width; 64 is the paper's (default 16 for CPU)")
     demo.set_defaults(handler=_demo)
+    _add_data_commands(commands)
     return parser
 
 
