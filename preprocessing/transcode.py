@@ -38,6 +38,9 @@ from PIL import Image
 
 from preprocessing.config import PreprocessConfig
 
+# Muxers write random ids and version strings unless asked to be reproducible.
+BITEXACT = {"fflags": "+bitexact"}
+
 # A decoded duration shorter than this share of the declared one means the file was cut off.
 TRUNCATION_TOLERANCE = 0.9
 
@@ -95,19 +98,19 @@ class _Encoder:
     def _open_video(self, width: int, height: int) -> None:
         config = self.config
         if config.codec == "vp9":
-            self.container = av.open(self.buffer, mode="w", format="webm")
+            self.container = av.open(self.buffer, mode="w", format="webm", options=BITEXACT)
             stream = self.container.add_stream("libvpx-vp9", rate=Fraction(config.fps))
             stream.options = {
                 "crf": str(config.crf), "b": "0", "deadline": "good", "cpu-used": "5",
                 "auto-alt-ref": "0", "g": str(config.keyframe_interval), "threads": "1",
-                "row-mt": "0",
+                "row-mt": "0", "flags": "+bitexact",
             }
         else:
-            self.container = av.open(self.buffer, mode="w", format="mp4")
+            self.container = av.open(self.buffer, mode="w", format="mp4", options=BITEXACT)
             stream = self.container.add_stream("libx264", rate=Fraction(config.fps))
             stream.options = {
                 "crf": str(config.crf), "preset": "veryfast", "bf": "0",
-                "g": str(config.keyframe_interval), "threads": "1",
+                "g": str(config.keyframe_interval), "threads": "1", "flags": "+bitexact",
             }
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         self.stream = stream
@@ -218,7 +221,13 @@ def _build_graph(first: av.VideoFrame, stream: av.video.VideoStream, config: Pre
     upright = (first.height, first.width) if quarter_turn else (first.width, first.height)
     width, height = output_size(*upright, config.short_side)
     pixel_format = "yuv420p" if config.payload == "video" else "rgb24"
-    filters += [("scale", f"{width}:{height}"), ("format", pixel_format)]
+    # State both colour ranges: buffer sources do not carry the frame's range, and a full-range
+    # (JPEG-style, e.g. MJPEG) source would otherwise be taken as limited range.
+    full_range = first.format.name.startswith("yuvj") or first.color_range == 2
+    in_range = "pc" if full_range else "tv"
+    out_range = "tv" if config.payload == "video" else "pc"
+    filters += [("scale", f"{width}:{height}:in_range={in_range}:out_range={out_range}"),
+                ("format", pixel_format)]
     graph = av.filter.Graph()
     node = graph.add_buffer(width=first.width, height=first.height, format=first.format.name,
                             time_base=stream.time_base or Fraction(1, 1000))
