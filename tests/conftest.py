@@ -1,9 +1,18 @@
-"""Shared test settings: tests marked `gpu` are skipped where no CUDA device exists."""
+"""Shared test settings and fixtures.
+
+Tests marked `gpu` are skipped where no CUDA device exists. `videos` is a small folder dataset
+of real encoded videos (two motion classes) with one bad file of every kind.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+
+from media import truncate, write_audio_only, write_video
+from preprocessing.synth import SynthConfig, synthesize
 
 
 def pytest_collection_modifyitems(config, items):
@@ -13,3 +22,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def videos(tmp_path_factory) -> Path:
+    """Two motion classes of three videos each, plus one bad file of every kind."""
+    root = tmp_path_factory.mktemp("videos")
+    synthesize(root, SynthConfig(classes=2, videos_per_class=3, frames=32, width=96, height=72))
+    bad = root / sorted(p.name for p in root.iterdir())[0]
+    (bad / "zero.mp4").write_bytes(b"")
+    (bad / "junk.mp4").write_bytes(b"\x00garbage" * 64)
+    write_audio_only(bad / "sound")
+    write_video(bad / "short", "h264", frames=5)
+    whole = write_video(root / "whole", "h264-mkv", frames=60)
+    truncate(whole, 0.5, bad / "cut")
+    whole.unlink()
+    return root

@@ -1,0 +1,185 @@
+"""The preprocessing job end to end: every input accounted for, resumable, deterministic."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from preprocessing.config import PreprocessConfig
+from preprocessing.job import PlanMismatch, local_executor, run_preprocess
+from preprocessing.shards import REJECTED, shard_schema, write_shard
+from preprocessing.sources import list_dataset
+from preprocessing.summary import summarize_shards
+from preprocessing.verify import verify_shards
+
+CTRLAUG = str(Path(sys.executable).parent / "ctrlaug")
+BAD_REASONS = {"zero": "empty file", "junk": "not a readable video container",
+               "sound": "no video stream", "short": "too short", "cut": "truncated"}
+
+
+def config(**changes) -> PreprocessConfig:
+    return PreprocessConfig(**{"videos_per_shard": 2, **changes})
+
+
+def run(videos: Path, out: Path, workers: int = 1, **changes) -> dict:
+    listing = list_dataset("folder", videos)
+    return run_preprocess(listing, config(**changes), out, local_executor(workers),
+                          log=open(os.devnull, "w"))
+
+
+def shard_ids(out: Path) -> list[str]:
+    return [vid for path in sorted(out.glob("part-*.parquet"))
+            for vid in pq.read_table(path, columns=["video_id"]).column("video_id").to_pylist()]
+
+
+def test_every_input_is_in_exactly_one_row_or_rejected(videos, tmp_path):
+    manifest = run(videos, tmp_path / "shards", workers=2)
+    inputs = {f"{p.parent.name}/{p.stem}" for p in videos.glob("*/*")}
+    rows = shard_ids(tmp_path / "shards")
+    rejected = pq.read_table(tmp_path / "shards" / REJECTED).to_pylist()
+    assert len(rows) == len(set(rows)) == 6
+    assert len(rejected) == 5
+    assert set(rows) | {r["video_id"] for r in rejected} == inputs
+    assert not set(rows) & {r["video_id"] for r in rejected}
+    for record in rejected:
+        assert record["reason"].startswith(BAD_REASONS[record["video_id"].split("/")[1]])
+    assert manifest["num_inputs"] == 11 and manifest["num_videos"] == 6
+    assert manifest["num_rejected"] == 5 and manifest["splits"] == {"train": 6}
+    assert manifest["num_frames"] == 6 * 32
+    assert len(manifest["classes"]) == 2
+    report = verify_shards(tmp_path / "shards", sample=6)
+    assert report.ok, report.problems
+    assert report.decoded == 6
+
+
+def test_shard_files_have_the_row_schema(videos, tmp_path):
+    manifest = run(videos, tmp_path / "shards", videos_per_shard=11)
+    assert len(manifest["shards"]) == 1
+    parquet = pq.ParquetFile(tmp_path / "shards" / manifest["shards"][0]["file"])
+    assert parquet.schema_arrow.equals(shard_schema("video"))
+    row = parquet.read().slice(0, 1).to_pylist()[0]
+    assert row["codec"] == "vp9" and row["fps"] == 25 and (row["width"], row["height"]) == (
+        170, 128)
+    assert row["label_name"] in manifest["classes"]
+    assert manifest["classes"][row["label"]] == row["label_name"]
+
+
+def test_row_groups_close_at_the_target_size(tmp_path):
+    rows = [{"video_id": f"v{i}", "label": 0, "label_name": "a", "split": "train",
+             "source_path": "/x", "fps": 25.0, "num_frames": 16, "height": 128, "width": 170,
+             "codec": "vp9", "source_codec": "h264", "payload": bytes([i]) * 20_000}
+            for i in range(7)]
+    write_shard(tmp_path / "part.parquet", rows, "video", row_group_bytes=50_000)
+    parquet = pq.ParquetFile(tmp_path / "part.parquet")
+    assert [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)] == [
+        3, 3, 1]
+    assert parquet.read().to_pylist() == rows
+    assert not list(tmp_path.glob(".*tmp*"))  # the temporary file was renamed into place
+
+
+def test_frames_payload_verifies_and_decodes(videos, tmp_path):
+    manifest = run(videos, tmp_path / "frames", payload="frames")
+    assert manifest["payload_format"] == "frames" and manifest["codec"] == "jpeg"
+    report = verify_shards(tmp_path / "frames", sample=3)
+    assert report.ok, report.problems
+    table = pq.read_table(tmp_path / "frames" / manifest["shards"][0]["file"])
+    assert table.schema.field("payload").type == shard_schema("frames").field("payload").type
+    assert len(table.column("payload")[0]) == table.column("num_frames")[0].as_py()
+
+
+def test_rerun_of_a_finished_job_changes_nothing(videos, tmp_path):
+    out = tmp_path / "shards"
+    first = run(videos, out)
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
+    log = tmp_path / "log.txt"
+    with open(log, "w") as handle:
+        second = run_preprocess(list_dataset("folder", videos), config(), out,
+                                local_executor(1), log=handle)
+    assert second == first
+    assert {p: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")} == stamps
+    assert "resuming: 6 of 6 shards already complete" in log.read_text()
+
+
+def test_a_different_plan_is_refused_unless_overwritten(videos, tmp_path):
+    out = tmp_path / "shards"
+    run(videos, out)
+    with pytest.raises(PlanMismatch, match="different config"):
+        run(videos, out, crf=40)
+    manifest = run_preprocess(list_dataset("folder", videos), config(crf=40), out,
+                              local_executor(1), overwrite=True, log=open(os.devnull, "w"))
+    assert manifest["config"]["crf"] == 40
+    assert verify_shards(out, sample=1).ok
+
+
+def test_killed_run_then_rerun_gives_identical_shards(videos, tmp_path):
+    command = [CTRLAUG, "preprocess", "--dataset", "folder", "--videos", str(videos),
+               "--videos-per-shard", "1", "--workers", "1"]
+    subprocess.run([*command, "--out", str(tmp_path / "clean")], check=True,
+                   capture_output=True)
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([*command, "--out", str(killed)], start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first_record = killed / "_progress" / "part-00000.json"
+    deadline = time.monotonic() + 120
+    while not first_record.exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert first_record.exists()
+    assert not (killed / "manifest.json").exists(), "the run finished before it was killed"
+    done_before = len(list((killed / "_progress").glob("part-*.json")))
+    rerun = subprocess.run([*command, "--out", str(killed)], check=True, capture_output=True,
+                           text=True)
+    assert f"resuming: {done_before} of" in rerun.stderr
+    clean = json.loads((tmp_path / "clean" / "manifest.json").read_text())
+    assert json.loads((killed / "manifest.json").read_text()) == clean
+    assert shard_ids(killed) == shard_ids(tmp_path / "clean")
+    assert pq.read_table(killed / REJECTED).equals(pq.read_table(tmp_path / "clean" / REJECTED))
+    assert verify_shards(killed, sample=2).ok
+
+
+def test_verify_finds_corruption_and_missing_shards(videos, tmp_path):
+    out = tmp_path / "shards"
+    manifest = run(videos, out)
+    first = out / manifest["shards"][0]["file"]
+    data = bytearray(first.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    first.write_bytes(bytes(data))
+    (out / manifest["shards"][1]["file"]).unlink()
+    report = verify_shards(out)
+    assert not report.ok
+    assert any("sha256 differs" in p for p in report.problems)
+    assert any("is missing" in p for p in report.problems)
+
+
+def test_inspect_summarises_counts_codecs_and_rejections(videos, tmp_path):
+    run(videos, tmp_path / "shards")
+    text = summarize_shards(tmp_path / "shards")
+    assert "6 videos in 4 shards" in text and "5 rejected of 11 inputs" in text
+    assert "payload: video (vp9)" in text and "splits: train 6" in text
+    assert "source codecs: h264 6" in text
+    for reason in BAD_REASONS.values():
+        assert reason in text
+
+
+def test_cli_bad_annotations_and_bad_shards_give_one_clear_line(tmp_path):
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "bad.csv").write_text("youtube_id\nabc\n")
+    out = subprocess.run([CTRLAUG, "preprocess", "--dataset", "kinetics400", "--videos",
+                          str(tmp_path / "videos"), "--annotations", str(tmp_path / "bad.csv"),
+                          "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        f"ctrlaug preprocess: {tmp_path / 'bad.csv'}: header ['youtube_id'] lacks column(s) "
+        f"['time_start', 'time_end', 'split']"]
+    assert not (tmp_path / "out").exists()
+    out = subprocess.run([CTRLAUG, "verify", str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode == 1 and "manifest.json is missing" in out.stdout
