@@ -24,6 +24,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from preprocessing.transcode import BITEXACT
+
 SUB_MOTIONS = ("right", "left", "up", "down", "circle_cw", "circle_ccw", "zigzag")
 CODECS = {"h264": ("libx264", "mp4", "yuv420p"), "vp9": ("libvpx-vp9", "webm", "yuv420p"),
           "mpeg4": ("mpeg4", "avi", "yuv420p"), "mjpeg": ("mjpeg", "avi", "yuvj420p")}
@@ -127,7 +129,7 @@ def encode_video(frames: np.ndarray, fps: int, codec: str) -> tuple[bytes, str]:
     """Encode frames (T, H, W, 3) uint8 -> (file bytes, extension)."""
     encoder, container_format, pixel_format = CODECS[codec]
     buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format=container_format) as container:
+    with av.open(buffer, mode="w", format=container_format, options=BITEXACT) as container:
         stream = container.add_stream(encoder, rate=Fraction(fps))
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pixel_format
         if codec == "h264":

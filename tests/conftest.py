@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from media import truncate, write_audio_only, write_video
+
 from preprocessing.synth import SynthConfig, synthesize
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -32,7 +33,7 @@ def config(**changes) -> PreprocessConfig:
 def run(videos: Path, out: Path, workers: int = 1, **changes) -> dict:
     listing = list_dataset("folder", videos)
     return run_preprocess(listing, config(**changes), out, local_executor(workers),
-                          log=open(os.devnull, "w"))
+                          log=io.StringIO())
 
 
 def shard_ids(out: Path) -> list[str]:
@@ -114,7 +115,7 @@ def test_a_different_plan_is_refused_unless_overwritten(videos, tmp_path):
     with pytest.raises(PlanMismatch, match="different config"):
         run(videos, out, crf=40)
     manifest = run_preprocess(list_dataset("folder", videos), config(crf=40), out,
-                              local_executor(1), overwrite=True, log=open(os.devnull, "w"))
+                              local_executor(1), overwrite=True, log=io.StringIO())
     assert manifest["config"]["crf"] == 40
     assert verify_shards(out, sample=1).ok
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import io
 
 import pyarrow.parquet as pq
 
@@ -16,7 +16,7 @@ from preprocessing.sources import list_dataset
 def test_ray_path_gives_the_same_shards_as_the_local_path(videos, tmp_path):
     listing = list_dataset("folder", videos)
     config = PreprocessConfig(videos_per_shard=3)
-    quiet = open(os.devnull, "w")
+    quiet = io.StringIO()
     local = run_preprocess(listing, config, tmp_path / "local", local_executor(2), log=quiet)
     on_ray = run_preprocess(listing, config, tmp_path / "ray", ray_executor(), log=quiet)
     assert on_ray == local

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from media import grey_level, stream_count, truncate, write_audio_only, write_video
+
 from preprocessing.config import PreprocessConfig
 from preprocessing.transcode import VideoRejected, decode_payload_frames, output_size, transcode
 
