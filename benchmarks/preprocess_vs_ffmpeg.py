@@ -59,8 +59,9 @@ def main() -> int:
 
     n = len(sources)
     print(f"{n} videos, {args.frames} frames 320x240 H.264 -> VP9 {width}x{height}, one core")
-    print(f"ctrlaug transcode: {n / ours:6.2f} videos/s  ({ours_bytes / n / 1024:.1f} KiB/video)")
-    print(f"ffmpeg CLI:        {n / ffmpeg:6.2f} videos/s  ({ffmpeg_bytes / n / 1024:.1f} KiB/video)")
+    for name, seconds, size in (("ctrlaug transcode", ours, ours_bytes),
+                                ("ffmpeg CLI", ffmpeg, ffmpeg_bytes)):
+        print(f"{name:18s} {n / seconds:6.2f} videos/s  ({size / n / 1024:.1f} KiB/video)")
     print(f"ratio ctrlaug / ffmpeg: {ffmpeg / ours:.2f}x")
     return 0
 
