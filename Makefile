@@ -2,8 +2,8 @@
 # Each creates the project's virtual environment at .venv if it is missing.
 PYTHON ?= python3
 VENV := .venv
-# Extras the tests need; later issues add dali and mlflow here.
-EXTRAS ?= dev,ray
+# Extras the tests need; a later issue adds mlflow here.
+EXTRAS ?= dev,ray,dali
 
 .PHONY: demo test lint venv clean
 

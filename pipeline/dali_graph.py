@@ -1,0 +1,133 @@
+"""The DALI decode graphs: one per payload format, each cutting every view of a video from one decode.
+
+The only module that imports DALI. Each graph reads top to bottom and applies, per view, exactly
+the packed parameter row the host sampler produced (pipeline.packing):
+
+    decode -> crop ROI + resize (bilinear, no antialias) -> brightness/contrast -> hue/saturation
+           -> Gaussian blur -> flip + normalise (float, channels first)
+
+`video` payloads: `fn.decoders.video` decodes the concatenated frame list of all V views
+(V * L indices, in order, repeats allowed) once per video; each view is a slice of that sequence.
+`frames` payloads: every needed JPEG is one sample of the image decoder (a batch of B * V * L
+images), so only the needed frames are decoded; the host regroups them.
+
+device "cpu" decodes with libavcodec / libjpeg-turbo (VP8, VP9, MJPEG, JPEG); "gpu" uses NVDEC /
+nvJPEG through DALI's mixed backends (H.264, HEVC, VP9, AV1, JPEG) and keeps frames on the GPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from nvidia.dali import fn, pipeline_def, types
+
+from pipeline.config import MEAN, STD
+from pipeline.packing import PARAMS_WIDTH
+
+
+def _augment(frames, row, size: int, jitter: bool, blur: bool, layout: str):
+    """Per-view ops on (F)HWC uint8 frames driven by one packed row (a per-sample DataNode)."""
+    out = fn.resize(frames, size=[size, size], roi_start=row[0:2], roi_end=row[2:4],
+                    roi_relative=True, antialias=False, interp_type=types.INTERP_LINEAR)
+    if jitter:
+        out = fn.brightness_contrast(out, brightness=row[5], contrast=row[6],
+                                     contrast_center=128.0)
+        out = fn.hsv(out, hue=row[8], saturation=row[7])
+        if blur:
+            out = fn.gaussian_blur(out, sigma=row[9])
+    return fn.crop_mirror_normalize(
+        out, mirror=fn.cast(row[4], dtype=types.INT32), dtype=types.FLOAT, output_layout=layout,
+        mean=[m * 255 for m in MEAN], std=[s * 255 for s in STD])
+
+
+@pipeline_def
+def video_views_graph(views: int, clip_frames: int, size: int, jitter: bool, blur: bool,
+                      decoder_device: str):
+    """Per sample: encoded video, frame list (V*L,), rows (V, 10) -> V outputs (C, L, s, s)."""
+    encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
+    frame_list = fn.external_source(name="frames", dtype=types.INT32, ndim=1)
+    rows = fn.external_source(name="rows", dtype=types.FLOAT, ndim=2)
+    video = fn.decoders.video(encoded, device=decoder_device, frames=frame_list)  # (V*L,H,W,3)
+    outputs = []
+    for view in range(views):
+        clip = video[view * clip_frames:(view + 1) * clip_frames]  # (L, H, W, 3)
+        outputs.append(_augment(clip, rows[view], size, jitter, blur, "CFHW"))
+    return tuple(outputs)
+
+
+@pipeline_def
+def frame_views_graph(size: int, jitter: bool, blur: bool, decoder_device: str):
+    """Per sample: one JPEG and its view's row (10,) -> (C, s, s)."""
+    encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
+    row = fn.external_source(name="rows", dtype=types.FLOAT, ndim=1)
+    image = fn.decoders.image(encoded, device=decoder_device, output_type=types.RGB)
+    return _augment(image, row, size, jitter, blur, "CHW")
+
+
+def _to_torch(tensor_list, device: torch.device) -> torch.Tensor:
+    if device.type == "cpu":
+        return torch.from_numpy(tensor_list.as_array())
+    from nvidia.dali.plugin.pytorch import feed_ndarray
+
+    dense = tensor_list.as_tensor()
+    out = torch.empty(dense.shape(), dtype=torch.float32, device=device)
+    feed_ndarray(dense, out, cuda_stream=torch.cuda.current_stream(device))
+    return out
+
+
+class DaliViews:
+    """Renders the views of a batch with DALI: run(...) -> (B, V, 3, L, size, size) float32.
+
+    payload_format: "video" or "frames"; device: "cpu" or "gpu" (decode and augment there).
+    The graph is built once for up to max_batch videos of `views` views; `reset` rebuilds it
+    (after a decode error, DALI's pipeline is not reused).
+    """
+
+    def __init__(self, payload_format: str, views: int, clip_frames: int, size: int,
+                 jitter: bool, blur: bool, device: str, max_batch: int, num_threads: int = 2,
+                 device_id: int = 0) -> None:
+        if payload_format not in ("video", "frames"):
+            raise ValueError(f"payload_format must be video or frames, got {payload_format!r}")
+        if device not in ("cpu", "gpu"):
+            raise ValueError(f"device must be cpu or gpu, got {device!r}")
+        self.payload_format, self.views, self.clip_frames = payload_format, views, clip_frames
+        self.size, self.jitter, self.blur, self.device = size, jitter, blur, device
+        self.max_batch, self.num_threads, self.device_id = max_batch, num_threads, device_id
+        self.torch_device = torch.device("cpu" if device == "cpu" else f"cuda:{device_id}")
+        self.reset()
+
+    def reset(self) -> None:
+        decoder = "cpu" if self.device == "cpu" else "mixed"
+        common = dict(num_threads=self.num_threads, prefetch_queue_depth=1,
+                      device_id=None if self.device == "cpu" else self.device_id,
+                      exec_dynamic=True)
+        if self.payload_format == "video":
+            self.pipe = video_views_graph(self.views, self.clip_frames, self.size, self.jitter,
+                                          self.blur, decoder, batch_size=self.max_batch,
+                                          **common)
+        else:
+            images = self.max_batch * self.views * self.clip_frames
+            self.pipe = frame_views_graph(self.size, self.jitter, self.blur, decoder,
+                                          batch_size=images, **common)
+        self.pipe.build()
+
+    def run(self, payloads: list, frame_indices: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+        """payloads (B,), frame_indices (B, V, L), rows (B, V, 10) -> (B, V, 3, L, s, s)."""
+        b, v, length = frame_indices.shape
+        assert rows.shape == (b, v, PARAMS_WIDTH) and v == self.views
+        if self.payload_format == "video":
+            self.pipe.feed_input("encoded", [np.frombuffer(p, dtype=np.uint8) for p in payloads])
+            self.pipe.feed_input("frames", [f.reshape(-1).astype(np.int32)
+                                            for f in frame_indices])
+            self.pipe.feed_input("rows", [np.ascontiguousarray(r) for r in rows])
+            outputs = self.pipe.run()
+            views = [_to_torch(out, self.torch_device) for out in outputs]  # V x (B,3,L,s,s)
+            return torch.stack(views, dim=1)
+        jpegs = [np.frombuffer(payloads[i][frame], dtype=np.uint8)
+                 for i in range(b) for frame in frame_indices[i].reshape(-1)]
+        per_image = np.repeat(rows.reshape(b * v, PARAMS_WIDTH), length, axis=0)
+        self.pipe.feed_input("encoded", jpegs)
+        self.pipe.feed_input("rows", list(per_image))
+        (images,) = self.pipe.run()
+        out = _to_torch(images, self.torch_device)  # (B*V*L, 3, s, s)
+        return out.reshape(b, v, length, 3, self.size, self.size).permute(0, 1, 3, 2, 4, 5)

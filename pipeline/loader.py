@@ -1,0 +1,294 @@
+"""Loaders for training workers: shard rows -> sampled view parameters -> decoded views -> tensors.
+
+No Ray and no collectives: a worker passes its (rank, world_size). Three loaders share one
+machinery (`VideoLoader`) and differ only in how views are sampled and batches assembled:
+
+- `build_pretrain_loader`: the global view and K local clips per video, with intensity levels
+  (DESIGN section 2) -> PretrainBatch.
+- `build_eval_loader`: N uniformly spaced clips per video (default 10), centre crop, no jitter,
+  every video once, in dataset order -> ClipBatch.
+- `build_supervised_loader`: one random clip, random crop and flip per video -> ClipBatch.
+
+Decoding runs on DALI (`backend="dali"`, device "cpu" or "gpu") or on the PyAV + numpy reference
+(`backend="reference"`, the parity oracle and the baseline loader). A background thread reads
+payloads and renders the next `prefetch` batches while the consumer trains. A payload that fails
+to decode never ends the run: its batch is re-rendered without it, and the video is counted and
+listed in `loader.stats.skipped`.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.config import AugmentConfig
+from pipeline.packing import pack_view_params
+from pipeline.reference import render_sample
+from pipeline.sampling import (
+    ViewParams,
+    sample_eval_views,
+    sample_pretrain_views,
+    sample_supervised_views,
+)
+from pipeline.shard_reader import PayloadReader, ShardDataset, epoch_order, rank_batches
+
+
+@dataclass
+class PretrainBatch:
+    """global_frames (B, 3, L, S, S), local_frames (B, K, 3, L, S, S) float, normalised;
+    global_params / local_params: ViewParams of torch tensors with leading dims (B,) / (B, K);
+    video_id: B strings; label (B,) long; sample_index (B,) long (row in the dataset)."""
+
+    global_frames: torch.Tensor
+    local_frames: torch.Tensor
+    global_params: ViewParams
+    local_params: ViewParams
+    video_id: list[str]
+    label: torch.Tensor
+    sample_index: torch.Tensor
+
+
+@dataclass
+class ClipBatch:
+    """frames (B, V, 3, L, S, S); params ViewParams (B, V); video_id; label (B,); sample_index."""
+
+    frames: torch.Tensor
+    params: ViewParams
+    video_id: list[str]
+    label: torch.Tensor
+    sample_index: torch.Tensor
+
+
+@dataclass
+class LoaderStats:
+    """Counters for the current epoch: videos delivered, skipped (id, reason), time waited."""
+
+    videos: int = 0
+    batches: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    wait_seconds: float = 0.0
+
+
+class ReferenceViews:
+    """The PyAV + numpy renderer with DaliViews' interface (run / reset)."""
+
+    def __init__(self, size: int, jitter: bool) -> None:
+        self.size, self.jitter = size, jitter
+
+    def reset(self) -> None:
+        pass
+
+    def run(self, payloads: list, frame_indices: np.ndarray, rows: np.ndarray, codecs: list[str]
+            ) -> torch.Tensor:
+        return torch.from_numpy(np.stack([
+            render_sample(p, c, f, r, self.size, self.jitter)
+            for p, c, f, r in zip(payloads, codecs, frame_indices, rows, strict=True)]))
+
+
+SampleViews = Callable[[ShardDataset, np.ndarray, int, int], ViewParams]
+
+
+class VideoLoader:
+    """Iterates this rank's batches of an epoch; see the module docstring.
+
+    sample_views(dataset, rows, batch_index, epoch) -> ViewParams (B, V) for the rows;
+    assemble(frames (B, V, 3, L, S, S), views, dataset, rows) -> the batch object.
+    """
+
+    def __init__(self, dataset: ShardDataset, sample_views: SampleViews, assemble: Callable,
+                 num_views: int, batch_size: int, config: AugmentConfig, *, device: str = "cpu",
+                 rank: int = 0, world_size: int = 1, seed: int = 0, epoch: int = 0,
+                 shuffle: bool = True, backend: str = "dali", jitter: bool = True,
+                 prefetch: int = 2, num_threads: int = 2, device_id: int = 0) -> None:
+        if backend not in ("dali", "reference"):
+            raise ValueError(f"backend must be dali or reference, got {backend!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.dataset, self.sample_views, self.assemble = dataset, sample_views, assemble
+        self.batch_size, self.config, self.rank, self.world_size = batch_size, config, rank, \
+            world_size
+        self.seed, self.epoch, self.shuffle, self.prefetch = seed, epoch, shuffle, prefetch
+        self.device = torch.device(device if device != "gpu" else f"cuda:{device_id}")
+        self.stats = LoaderStats()
+        self.reader = PayloadReader(dataset)
+        if backend == "dali":
+            from pipeline.dali_graph import DaliViews
+
+            self.views = DaliViews(dataset.payload_format, num_views, config.clip_frames,
+                                   config.size, jitter and config.jitter, config.blur,
+                                   "cpu" if self.device.type == "cpu" else "gpu",
+                                   max_batch=batch_size + 1, num_threads=num_threads,
+                                   device_id=device_id)
+        else:
+            self.views = ReferenceViews(config.size, jitter and config.jitter)
+        self.backend = backend
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[np.ndarray]:
+        """This rank's row ids per batch for the current epoch."""
+        order = epoch_order(self.dataset, self.seed, self.epoch, self.shuffle)
+        return rank_batches(order, self.rank, self.world_size, self.batch_size)
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+    def _render(self, rows: np.ndarray, views: ViewParams) -> tuple[np.ndarray, torch.Tensor]:
+        """Decode and augment; on a decode failure, find the bad videos and render the rest."""
+        payloads = self.reader.read(rows)
+        packed = pack_view_params(views)  # (B, V, 10)
+
+        def run(keep: np.ndarray) -> torch.Tensor:
+            picked = [payloads[i] for i in keep]
+            if self.backend == "reference":
+                codecs = [self.dataset.codec[rows[i]] for i in keep]
+                return self.views.run(picked, views.frame_indices[keep], packed[keep], codecs)
+            return self.views.run(picked, views.frame_indices[keep], packed[keep])
+
+        everything = np.arange(len(rows))
+        try:
+            return everything, run(everything)
+        except Exception:  # noqa: BLE001 - any decode failure is isolated below
+            self.views.reset()
+        good = []
+        for i in everything:
+            try:
+                run(np.array([i]))
+                good.append(i)
+            except Exception as error:  # noqa: BLE001
+                reason = str(error).strip().splitlines()[0][:300] if str(error) else repr(error)
+                self.stats.skipped.append((self.dataset.video_id[rows[i]], reason))
+                self.views.reset()
+        keep = np.array(good, dtype=np.int64)
+        return keep, (run(keep) if len(keep) else None)
+
+    def _produce(self, out: queue.Queue, stop: threading.Event) -> None:
+        try:
+            for batch_index, rows in enumerate(self.batches()):
+                if stop.is_set():
+                    return
+                views = self.sample_views(self.dataset, rows, batch_index, self.epoch)
+                keep, frames = self._render(rows, views)
+                if frames is None:
+                    continue
+                views = views.map(lambda f: f[keep])
+                out.put(self.assemble(frames.to(self.device), views, self.dataset, rows[keep]))
+        except BaseException as error:  # hand the failure to the consumer
+            out.put(error)
+        finally:
+            out.put(None)
+
+    def __iter__(self) -> Iterator:
+        self.stats = LoaderStats()
+        out: queue.Queue = queue.Queue(maxsize=max(1, self.prefetch))
+        stop = threading.Event()
+        worker = threading.Thread(target=self._produce, args=(out, stop), daemon=True,
+                                  name="ctrlaug-loader")
+        worker.start()
+        try:
+            while True:
+                start = time.perf_counter()
+                item = out.get()
+                self.stats.wait_seconds += time.perf_counter() - start
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                self.stats.batches += 1
+                self.stats.videos += len(item.video_id)
+                yield item
+        finally:
+            stop.set()
+            while worker.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    out.get(timeout=0.1)
+                except queue.Empty:
+                    pass
+            worker.join()
+
+
+def _torch_views(views: ViewParams, device: torch.device) -> ViewParams:
+    return views.map(lambda f: torch.from_numpy(np.ascontiguousarray(f)).to(device))
+
+
+def _labels(dataset: ShardDataset, rows: np.ndarray, device: torch.device):
+    return ([dataset.video_id[r] for r in rows],
+            torch.from_numpy(dataset.label[rows]).to(device),
+            torch.from_numpy(rows.astype(np.int64)).to(device))
+
+
+def _augment_config(options: dict) -> AugmentConfig:
+    config = options.pop("config", None) or AugmentConfig()
+    fields = {k: options.pop(k) for k in list(options) if k in AugmentConfig.__dataclass_fields__}
+    return AugmentConfig(**{**config.__dict__, **fields}) if fields else config
+
+
+def build_pretrain_loader(shards: Path | str, batch_size: int, device: str = "cpu",
+                          rank: int = 0, world_size: int = 1, seed: int = 0, epoch: int = 0,
+                          **options) -> VideoLoader:
+    """Pretraining batches (PretrainBatch) of this rank; options: config (AugmentConfig) or
+    any of its fields, split, backend ("dali" | "reference"), prefetch, num_threads, device_id.
+    """
+    config = _augment_config(options)
+    dataset = ShardDataset.open(shards, options.pop("split", None))
+
+    def sample(data: ShardDataset, rows: np.ndarray, batch_index: int, epoch: int) -> ViewParams:
+        global_views, local_views = sample_pretrain_views(
+            data.num_frames[rows], data.width[rows], data.height[rows], rows, seed=seed,
+            epoch=epoch, batch_index=batch_index, config=config)
+        return ViewParams(*(np.concatenate([g[:, None], l], axis=1)
+                            for g, l in zip(global_views, local_views, strict=True)))
+
+    def assemble(frames, views, data, rows) -> PretrainBatch:
+        device_views = _torch_views(views, frames.device)
+        video_id, label, index = _labels(data, rows, frames.device)
+        return PretrainBatch(frames[:, 0], frames[:, 1:], device_views.map(lambda f: f[:, 0]),
+                             device_views.map(lambda f: f[:, 1:]), video_id, label, index)
+
+    return VideoLoader(dataset, sample, assemble, config.views_per_video, batch_size, config,
+                       device=device, rank=rank, world_size=world_size, seed=seed, epoch=epoch,
+                       **options)
+
+
+def _clip_assemble(frames, views, data, rows) -> ClipBatch:
+    video_id, label, index = _labels(data, rows, frames.device)
+    return ClipBatch(frames, _torch_views(views, frames.device), video_id, label, index)
+
+
+def build_eval_loader(shards: Path | str, batch_size: int, device: str = "cpu", rank: int = 0,
+                      world_size: int = 1, clips: int = 10, **options) -> VideoLoader:
+    """Evaluation batches (ClipBatch, V = clips): every video once, uniform clips, centre crop."""
+    config = _augment_config(options)
+    dataset = ShardDataset.open(shards, options.pop("split", None))
+
+    def sample(data: ShardDataset, rows: np.ndarray, batch_index: int, epoch: int) -> ViewParams:
+        return sample_eval_views(data.num_frames[rows], data.width[rows], data.height[rows],
+                                 config, clips)
+
+    return VideoLoader(dataset, sample, _clip_assemble, clips, batch_size, config, device=device,
+                       rank=rank, world_size=world_size, shuffle=False, jitter=False, **options)
+
+
+def build_supervised_loader(shards: Path | str, batch_size: int, device: str = "cpu",
+                            rank: int = 0, world_size: int = 1, seed: int = 0, epoch: int = 0,
+                            **options) -> VideoLoader:
+    """Supervised training batches (ClipBatch, V = 1): random clip, random crop, random flip."""
+    config = _augment_config(options)
+    dataset = ShardDataset.open(shards, options.pop("split", None))
+
+    def sample(data: ShardDataset, rows: np.ndarray, batch_index: int, epoch: int) -> ViewParams:
+        return sample_supervised_views(data.num_frames[rows], data.width[rows],
+                                       data.height[rows], rows, seed=seed, epoch=epoch,
+                                       config=config)
+
+    return VideoLoader(dataset, sample, _clip_assemble, 1, batch_size, config, device=device,
+                       rank=rank, world_size=world_size, seed=seed, epoch=epoch, jitter=False,
+                       **options)

@@ -1,0 +1,168 @@
+"""Reading shard folders for training: the row index, the per-epoch order, the rank split, payloads.
+
+No DALI, no torch. The metadata columns of every row are read once (no payloads); payloads are
+read a Parquet row group at a time, when the first row of that group is needed, and kept in a
+small LRU cache, so a worker streams its share of the dataset instead of loading it.
+
+Per-epoch order (a two-level shuffle that keeps reads sequential-ish): the row groups are
+permuted with a generator seeded by (seed, epoch); consecutive windows of `window` groups are
+pooled and their rows permuted. The same (seed, epoch) gives the same order on every worker.
+
+Split across ranks (every video exactly once per epoch): the order is cut into world_size
+contiguous chunks whose sizes differ by at most one; every rank runs the same number of steps,
+S = ceil(floor(N / world_size) / batch_size), and cuts its chunk into S near-equal batches.
+Batches therefore hold at most batch_size videos, except when floor(N / world_size) is a
+multiple of batch_size and a rank holds one extra video: one of its batches holds batch_size + 1.
+Nothing is dropped and nothing is repeated.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+METADATA = ["video_id", "label", "split", "num_frames", "height", "width", "codec"]
+
+
+@dataclass
+class ShardDataset:
+    """The rows of a shard folder (optionally one split): metadata arrays and payload locations.
+
+    video_id, split, codec: lists; label, num_frames, height, width: int64 arrays; location:
+    (N, 3) int64 = (file index, row group, row within the group); group_rows: rows of every
+    (file, group) in the folder.
+    """
+
+    root: Path
+    manifest: dict
+    files: list[str]
+    video_id: list[str]
+    split: list[str]
+    codec: list[str]
+    label: np.ndarray
+    num_frames: np.ndarray
+    height: np.ndarray
+    width: np.ndarray
+    location: np.ndarray
+
+    @classmethod
+    def open(cls, shards: Path | str, split: str | None = None) -> ShardDataset:
+        """Index a shard folder; ValueError with one clear line when it is not usable."""
+        root = Path(shards)
+        manifest_path = root / "manifest.json"
+        if not manifest_path.is_file():
+            raise ValueError(f"{root} is not a shard folder (no manifest.json); run "
+                             f"`ctrlaug preprocess` first")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{manifest_path} is not valid JSON: {error}") from None
+        files = [shard["file"] for shard in manifest.get("shards", [])]
+        columns: dict[str, list] = {name: [] for name in METADATA}
+        locations = []
+        for file_index, (name, shard) in enumerate(zip(files, manifest["shards"], strict=True)):
+            path = root / name
+            if not path.is_file():
+                raise ValueError(f"{path} is listed in the manifest but missing")
+            parquet = pq.ParquetFile(path)
+            if parquet.metadata.num_rows != shard["rows"]:
+                raise ValueError(f"{path}: {parquet.metadata.num_rows} rows, the manifest says "
+                                 f"{shard['rows']} (run `ctrlaug verify {root}`)")
+            for group in range(parquet.num_row_groups):
+                table = parquet.read_row_group(group, columns=METADATA)
+                for column in METADATA:
+                    columns[column].extend(table.column(column).to_pylist())
+                locations += [(file_index, group, row) for row in range(table.num_rows)]
+        keep = np.array([split is None or s == split for s in columns["split"]], dtype=bool)
+        if not keep.any():
+            raise ValueError(f"{root} has no videos" + (f" in split {split!r}" if split else ""))
+
+        def select(values):
+            return [v for v, k in zip(values, keep, strict=True) if k]
+
+        return cls(root=root, manifest=manifest, files=files,
+                   video_id=select(columns["video_id"]), split=select(columns["split"]),
+                   codec=select(columns["codec"]),
+                   label=np.array(columns["label"], dtype=np.int64)[keep],
+                   num_frames=np.array(columns["num_frames"], dtype=np.int64)[keep],
+                   height=np.array(columns["height"], dtype=np.int64)[keep],
+                   width=np.array(columns["width"], dtype=np.int64)[keep],
+                   location=np.array(locations, dtype=np.int64).reshape(-1, 3)[keep])
+
+    def __len__(self) -> int:
+        return len(self.video_id)
+
+    @property
+    def payload_format(self) -> str:
+        return self.manifest["payload_format"]
+
+    @property
+    def classes(self) -> list[str]:
+        return self.manifest["classes"]
+
+
+def epoch_order(dataset: ShardDataset, seed: int, epoch: int, shuffle: bool = True,
+                window: int = 4) -> np.ndarray:
+    """Every row of the dataset once, in this epoch's order (see the module docstring)."""
+    rows = np.arange(len(dataset))
+    if not shuffle:
+        return rows
+    rng = np.random.default_rng([seed, epoch, 3])
+    group_key = dataset.location[:, 0] * 1_000_000 + dataset.location[:, 1]
+    groups, group_of_row = np.unique(group_key, return_inverse=True)
+    position = np.empty(len(groups), dtype=np.int64)
+    position[rng.permutation(len(groups))] = np.arange(len(groups))  # group -> shuffled slot
+    window_of_row = position[group_of_row] // window
+    return rows[np.lexsort((rng.random(len(rows)), window_of_row))]
+
+
+def rank_batches(order: np.ndarray, rank: int, world_size: int, batch_size: int
+                 ) -> list[np.ndarray]:
+    """This rank's batches of row ids: exactly-once over ranks, same step count on every rank."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside world_size {world_size}")
+    smallest = len(order) // world_size
+    if smallest == 0:
+        raise ValueError(f"{len(order)} videos cannot be split over {world_size} workers")
+    steps = math.ceil(smallest / batch_size)
+    chunk = np.array_split(order, world_size)[rank]
+    return np.array_split(chunk, steps)
+
+
+class PayloadReader:
+    """Reads payloads by row id, one Parquet row group at a time, with an LRU of row groups."""
+
+    def __init__(self, dataset: ShardDataset, cached_groups: int = 8) -> None:
+        self.dataset = dataset
+        self.cached_groups = cached_groups
+        self._cache: OrderedDict[tuple[int, int], pa.Array] = OrderedDict()
+        self._files: dict[int, pq.ParquetFile] = {}
+
+    def _group(self, file_index: int, group: int) -> pa.Array:
+        key = (file_index, group)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        if file_index not in self._files:
+            self._files[file_index] = pq.ParquetFile(
+                self.dataset.root / self.dataset.files[file_index])
+        payloads = self._files[file_index].read_row_group(group, columns=["payload"])
+        self._cache[key] = payloads.column("payload").combine_chunks()
+        while len(self._cache) > self.cached_groups:
+            self._cache.popitem(last=False)
+        return self._cache[key]
+
+    def read(self, rows: np.ndarray) -> list[bytes | list[bytes]]:
+        """Payloads of the given row ids (bytes for video, a list of JPEG bytes for frames)."""
+        out = []
+        for row in rows:
+            file_index, group, within = self.dataset.location[row]
+            out.append(self._group(int(file_index), int(group))[int(within)].as_py())
+        return out
