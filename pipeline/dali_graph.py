@@ -1,4 +1,4 @@
-"""The DALI decode graphs: one per payload format, each cutting every view of a video from one decode.
+"""The DALI decode graphs, one per payload format, each cutting every view from one decode.
 
 The only module that imports DALI. Each graph reads top to bottom and applies, per view, exactly
 the packed parameter row the host sampler produced (pipeline.packing):

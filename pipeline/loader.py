@@ -18,6 +18,7 @@ listed in `loader.stats.skipped`.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -179,7 +180,7 @@ class VideoLoader:
                 keep, frames = self._render(rows, views)
                 if frames is None:
                     continue
-                views = views.map(lambda f: f[keep])
+                views = views.map(lambda f, keep=keep: f[keep])
                 out.put(self.assemble(frames.to(self.device), views, self.dataset, rows[keep]))
         except BaseException as error:  # hand the failure to the consumer
             out.put(error)
@@ -208,10 +209,8 @@ class VideoLoader:
         finally:
             stop.set()
             while worker.is_alive():  # unblock a producer waiting on a full queue
-                try:
+                with contextlib.suppress(queue.Empty):
                     out.get(timeout=0.1)
-                except queue.Empty:
-                    pass
             worker.join()
 
 
@@ -244,8 +243,8 @@ def build_pretrain_loader(shards: Path | str, batch_size: int, device: str = "cp
         global_views, local_views = sample_pretrain_views(
             data.num_frames[rows], data.width[rows], data.height[rows], rows, seed=seed,
             epoch=epoch, batch_index=batch_index, config=config)
-        return ViewParams(*(np.concatenate([g[:, None], l], axis=1)
-                            for g, l in zip(global_views, local_views, strict=True)))
+        return ViewParams(*(np.concatenate([whole[:, None], clips], axis=1)
+                            for whole, clips in zip(global_views, local_views, strict=True)))
 
     def assemble(frames, views, data, rows) -> PretrainBatch:
         device_views = _torch_views(views, frames.device)
