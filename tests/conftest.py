@@ -6,12 +6,16 @@ of real encoded videos (two motion classes) with one bad file of every kind.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
 import torch
 from media import truncate, write_audio_only, write_video
 
+from preprocessing.config import PreprocessConfig
+from preprocessing.job import local_executor, run_preprocess
+from preprocessing.sources import list_dataset
 from preprocessing.synth import SynthConfig, synthesize
 
 
@@ -38,3 +42,16 @@ def videos(tmp_path_factory) -> Path:
     truncate(whole, 0.5, bad / "cut")
     whole.unlink()
     return root
+
+
+@pytest.fixture(scope="session")
+def shards(videos, tmp_path_factory) -> dict[str, Path]:
+    """The `videos` dataset preprocessed in both payload formats: {"video": dir, "frames": dir}."""
+    out = {}
+    for payload in ("video", "frames"):
+        folder = tmp_path_factory.mktemp(f"shards-{payload}")
+        run_preprocess(list_dataset("folder", videos),
+                       PreprocessConfig(payload=payload, videos_per_shard=2), folder,
+                       local_executor(1), log=io.StringIO())
+        out[payload] = folder
+    return out

@@ -94,3 +94,19 @@ def stream_count(payload: bytes) -> tuple[int, int]:
     """(video streams, audio streams) of an encoded payload."""
     with av.open(io.BytesIO(payload)) as container:
         return len(container.streams.video), len(container.streams.audio)
+
+
+def write_frames(path: Path, frames: np.ndarray, codec: str = "mjpeg", fps: int = 25) -> Path:
+    """Encode given RGB frames (T, H, W, 3) uint8 with a near-lossless setting."""
+    encoder, container_format, pixel_format, extension = ENCODERS[codec]
+    path = path.with_suffix("." + extension)
+    with av.open(str(path), mode="w", format=container_format) as container:
+        stream = container.add_stream(encoder, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pixel_format
+        stream.bit_rate = 50_000_000
+        if codec.startswith("h264"):
+            stream.options = {"preset": "ultrafast", "crf": "0"}
+        for image in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode(None))
+    return path

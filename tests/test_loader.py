@@ -1,0 +1,134 @@
+"""Loaders: exactly-once sharding over workers, reshuffling, bad payloads skipped, eval/supervised."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from pipeline import build_eval_loader, build_pretrain_loader, build_supervised_loader
+from pipeline.shard_reader import ShardDataset, epoch_order, rank_batches
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_every_video_appears_exactly_once_per_epoch_over_workers(shards, world_size):
+    dataset = ShardDataset.open(shards["video"])
+    seen, steps = [], set()
+    for rank in range(world_size):
+        loader = build_pretrain_loader(shards["video"], batch_size=1, rank=rank,
+                                       world_size=world_size, levels_per_batch=2)
+        ids = [vid for batch in loader for vid in batch.video_id]
+        steps.add(loader.stats.batches)
+        seen += ids
+    assert sorted(seen) == sorted(dataset.video_id) and len(seen) == 6
+    assert len(steps) == 1  # every rank runs the same number of steps
+
+
+@pytest.mark.parametrize("n, world_size, batch_size", [(9, 2, 4), (10, 3, 2), (7, 1, 3),
+                                                       (100, 8, 5), (17, 4, 4)])
+def test_rank_split_is_exactly_once_with_equal_steps(n, world_size, batch_size):
+    order = np.random.default_rng(0).permutation(n)
+    per_rank = [rank_batches(order, r, world_size, batch_size) for r in range(world_size)]
+    flat = np.concatenate([b for batches in per_rank for b in batches])
+    assert sorted(flat) == list(range(n))
+    assert len({len(batches) for batches in per_rank}) == 1
+    sizes = [len(b) for batches in per_rank for b in batches]
+    assert min(sizes) >= 1 and max(sizes) <= batch_size + 1
+
+
+def test_epochs_reshuffle_deterministically(shards):
+    dataset = ShardDataset.open(shards["video"])
+    first, again = epoch_order(dataset, 0, 0), epoch_order(dataset, 0, 0)
+    assert (first == again).all() and sorted(first) == list(range(len(dataset)))
+    orders = {tuple(epoch_order(dataset, 0, epoch)) for epoch in range(6)}
+    assert len(orders) > 1
+    assert (epoch_order(dataset, 0, 0, shuffle=False) == np.arange(len(dataset))).all()
+
+
+def test_fewer_videos_than_workers_and_missing_shards_are_clear_errors(shards, tmp_path):
+    with pytest.raises(ValueError, match="cannot be split over 7 workers"):
+        rank_batches(np.arange(6), 0, 7, 2)
+    with pytest.raises(ValueError, match="no manifest.json"):
+        build_pretrain_loader(tmp_path, 2)
+    with pytest.raises(ValueError, match="no videos in split 'test'"):
+        build_pretrain_loader(shards["video"], 2, split="test")
+
+
+def corrupt_one_payload(source, target):
+    """Copy a shard folder and replace the first row's payload with garbage."""
+    shutil.copytree(source, target)
+    manifest = json.loads((target / "manifest.json").read_text())
+    path = target / manifest["shards"][0]["file"]
+    table = pq.read_table(path)
+    payload = table.column("payload").to_pylist()
+    if isinstance(payload[0], list):
+        payload[0] = [b"not a jpeg"] * len(payload[0])
+    else:
+        payload[0] = b"\x1aE\xdf\xa3 not a webm at all" * 10
+    index = table.schema.get_field_index("payload")
+    table = table.set_column(index, table.schema.field("payload"),
+                             pa.array(payload, type=table.schema.field("payload").type))
+    pq.write_table(table, path)
+    return table.column("video_id")[0].as_py()
+
+
+@pytest.mark.parametrize("payload", ["video", "frames"])
+@pytest.mark.parametrize("backend", ["dali", "reference"])
+def test_a_payload_that_fails_to_decode_is_skipped_counted_and_reported(shards, tmp_path,
+                                                                        payload, backend):
+    bad_id = corrupt_one_payload(shards[payload], tmp_path / "shards")
+    loader = build_pretrain_loader(tmp_path / "shards", batch_size=3, backend=backend,
+                                   levels_per_batch=2)
+    delivered = [vid for batch in loader for vid in batch.video_id]
+    assert len(delivered) == 5 and bad_id not in delivered
+    assert [vid for vid, _ in loader.stats.skipped] == [bad_id]
+    assert loader.stats.skipped[0][1]  # a reason is recorded
+
+
+def test_eval_loader_gives_ten_centre_clips_per_video_in_order(shards):
+    loader = build_eval_loader(shards["video"], batch_size=4)
+    batches = list(loader)
+    assert [len(b.video_id) for b in batches] == [3, 3]  # 6 videos, same steps, exactly once
+    batch = batches[0]
+    assert batch.frames.shape == (3, 10, 3, 16, 112, 112)
+    starts = batch.params.frame_indices[0, :, 0]
+    assert starts.tolist() == np.round(np.linspace(0, 32 - 16, 10)).astype(int).tolist()
+    assert not batch.params.flip.any()
+    assert torch.equal(batch.params.jitter[0, 0], torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0]))
+    dataset = ShardDataset.open(shards["video"])
+    assert [v for b in batches for v in b.video_id] == dataset.video_id
+
+
+def test_supervised_loader_gives_one_random_clip_with_labels(shards):
+    loader = build_supervised_loader(shards["frames"], batch_size=2, seed=3)
+    batch = next(iter(loader))
+    assert batch.frames.shape == (2, 1, 3, 16, 112, 112)
+    assert batch.label.dtype == torch.int64 and set(batch.label.tolist()) <= {0, 1}
+    assert torch.isfinite(batch.frames).all()
+
+
+def test_pretrain_batch_shapes_and_params_on_the_contract(shards):
+    loader = build_pretrain_loader(shards["frames"], batch_size=2, levels_per_batch=2)
+    batch = next(iter(loader))
+    assert batch.global_frames.shape == (2, 3, 16, 112, 112)
+    assert batch.local_frames.shape == (2, 4, 3, 16, 112, 112)
+    assert batch.global_params.box.shape == (2, 4) and batch.local_params.box.shape == (2, 4, 4)
+    assert batch.local_params.frame_indices.shape == (2, 4, 16)
+    assert batch.local_params.jitter.shape == (2, 4, 5)
+    assert batch.local_params.flip.dtype == torch.bool
+    assert batch.label.shape == (2,) and len(batch.video_id) == 2
+
+
+def test_breaking_out_early_stops_the_prefetch_thread(shards):
+    import threading
+
+    loader = build_pretrain_loader(shards["video"], batch_size=1, prefetch=1,
+                                   levels_per_batch=2)
+    for _ in loader:
+        break
+    assert not any(t.name == "ctrlaug-loader" and t.is_alive() for t in threading.enumerate())

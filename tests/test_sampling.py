@@ -1,0 +1,162 @@
+"""The host-side view sampler: geometry and level properties, determinism and replay."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.config import AugmentConfig
+from pipeline.sampling import (
+    JITTER_IDENTITY,
+    batch_levels,
+    centre_box,
+    level_bin_bounds,
+    local_clip_starts,
+    sample_eval_views,
+    sample_pretrain_views,
+    sample_supervised_views,
+)
+
+CONFIG = AugmentConfig(levels_per_batch=8)
+videos = st.lists(st.tuples(st.integers(1, 400), st.integers(32, 400), st.integers(32, 400)),
+                  min_size=1, max_size=6)
+
+
+def draw(batch, seed=0, epoch=0, batch_index=0, config=CONFIG):
+    frames, width, height = (np.array(column) for column in zip(*batch, strict=True))
+    return sample_pretrain_views(frames, width, height, np.arange(len(batch)) + 100, seed=seed,
+                                 epoch=epoch, batch_index=batch_index, config=config)
+
+
+@settings(max_examples=60, deadline=None)
+@given(batch=videos, seed=st.integers(0, 2**31 - 1))
+def test_geometry_properties(batch, seed):
+    global_views, local_views = draw(batch, seed=seed)
+    eps = 1e-6
+    for b, (frames, width, height) in enumerate(batch):
+        g_box = global_views.box[b]
+        assert (g_box >= -eps).all() and (g_box <= 1 + eps).all()
+        assert g_box[0] < g_box[2] and g_box[1] < g_box[3]
+        g_area = (g_box[2] - g_box[0]) * (g_box[3] - g_box[1])
+        assert g_area <= 1 + eps
+        assert global_views.t0[b] == 0 and global_views.t1[b] == frames
+        # One global frame per equal segment of [0, T).
+        segment = np.floor(np.arange(16) * frames / 16).astype(int)
+        assert (global_views.frame_indices[b] >= np.minimum(segment, frames - 1)).all()
+        assert (global_views.frame_indices[b] <= frames - 1).all()
+        for k in range(CONFIG.num_clips):
+            box = local_views.box[b, k]
+            # Nested: inside the global box (so S_k rows sum to 1).
+            assert box[0] >= g_box[0] - eps and box[1] >= g_box[1] - eps
+            assert box[2] <= g_box[2] + eps and box[3] <= g_box[3] + eps
+            area = (box[2] - box[0]) * (box[3] - box[1])
+            assert area <= g_area + eps
+            t0, t1 = local_views.t0[b, k], local_views.t1[b, k]
+            indices = local_views.frame_indices[b, k]
+            assert 0 <= t0 < t1 <= frames
+            assert (indices >= 0).all() and (indices < frames).all()
+            if frames >= 16:  # a whole clip of consecutive frames inside the video
+                assert t1 - t0 == 16 and (np.diff(indices) == 1).all() and indices[0] == t0
+            else:  # shorter videos repeat their last frame over [0, T)
+                assert (t0, t1) == (0, frames) and indices[-1] == frames - 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(frames=st.integers(1, 2000), seed=st.integers(0, 2**31 - 1))
+def test_clip_centres_fall_in_their_segments_and_shift_minimally(frames, seed):
+    centres, starts = local_clip_starts(np.random.default_rng(seed), frames, CONFIG)
+    k = CONFIG.num_clips
+    for index in range(k):
+        assert index * frames / k <= centres[index] < (index + 1) * frames / k
+    if frames >= 16:
+        unclamped = np.round(centres - 8)
+        assert ((starts == unclamped) | (starts == 0) | (starts == frames - 16)).all()
+
+
+def test_area_fractions_and_aspects_follow_the_config_when_nothing_is_clamped():
+    batch = [(100, 1000, 1000)] * 200
+    global_views, local_views = draw(batch, config=AugmentConfig(levels_per_batch=8))
+    g = global_views.box
+    g_area = (g[:, 2] - g[:, 0]) * (g[:, 3] - g[:, 1])
+    # Area >= 0.8 unless a side was clamped: at aspect 4/3 the width clamps to 1 and the area
+    # becomes sqrt(0.8 * 3/4) = 0.775.
+    assert g_area.min() >= 0.77 and g_area.max() <= 1.0 + 1e-6
+    local = local_views.box
+    fraction = ((local[..., 2] - local[..., 0]) * (local[..., 3] - local[..., 1])
+                / g_area[:, None])
+    assert fraction.min() >= 0.2 - 1e-6 and fraction.max() <= 1.0 + 1e-6
+    assert fraction.mean() == pytest.approx(0.6, abs=0.08)  # uniform in [0.2, 1], before clamps
+
+
+@settings(max_examples=30, deadline=None)
+@given(batch=videos, seed=st.integers(0, 2**31 - 1), batch_index=st.integers(0, 10**6))
+def test_levels_per_iteration_and_jitter_inside_the_levels_bins(batch, seed, batch_index):
+    global_views, local_views = draw(batch, seed=seed, batch_index=batch_index)
+    allowed = batch_levels(seed, 0, batch_index, CONFIG)
+    assert len(allowed) == len(set(allowed)) == CONFIG.levels_per_batch
+    levels = np.concatenate([global_views.level[:, None], local_views.level], 1).ravel()
+    jitter = np.concatenate([global_views.jitter[:, None], local_views.jitter], 1).reshape(-1, 5)
+    assert set(levels) <= set(allowed)
+    for level, values in zip(levels, jitter, strict=True):
+        bounds = level_bin_bounds(int(level), CONFIG)
+        assert (values >= bounds[:, 0] - 1e-5).all() and (values <= bounds[:, 1] + 1e-5).all()
+
+
+def test_level_grid_has_512_levels_in_the_papers_ranges():
+    assert CONFIG.num_levels == 512
+    lows = np.stack([level_bin_bounds(level, CONFIG)[:, 0] for level in range(512)])
+    highs = np.stack([level_bin_bounds(level, CONFIG)[:, 1] for level in range(512)])
+    np.testing.assert_allclose(lows.min(0), [0.6, 0.6, 0.6, -0.1, 0.1])
+    np.testing.assert_allclose(highs.max(0), [1.4, 1.4, 1.4, 0.1, 2.0])
+
+
+def test_same_seed_epoch_and_indices_replay_exactly_and_others_differ():
+    batch = [(120, 170, 128), (60, 128, 170), (10, 170, 128)]
+    first, again = draw(batch, seed=3, epoch=2, batch_index=5), draw(batch, seed=3, epoch=2,
+                                                                     batch_index=5)
+    for a, b in zip(first, again, strict=True):
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)
+    other_epoch = draw(batch, seed=3, epoch=3, batch_index=5)
+    assert not np.array_equal(first[1].box, other_epoch[1].box)
+    # A sample's geometry depends on its own index, not on its batch neighbours.
+    alone = draw(batch[:1], seed=3, epoch=2, batch_index=5)
+    np.testing.assert_array_equal(alone[1].box[0], first[1].box[0])
+
+
+def test_flips_are_independent_coin_flips():
+    global_views, local_views = draw([(64, 170, 128)] * 400)
+    flips = np.concatenate([global_views.flip[:, None], local_views.flip], 1)
+    assert flips.mean() == pytest.approx(0.5, abs=0.04)
+    # Global and first local flip agree about half the time (independent).
+    assert (flips[:, 0] == flips[:, 1]).mean() == pytest.approx(0.5, abs=0.08)
+
+
+def test_jitter_off_gives_identity_values_and_level_zero():
+    config = AugmentConfig(jitter=False)
+    _, local_views = draw([(64, 170, 128)], config=config)
+    np.testing.assert_array_equal(local_views.jitter[0], np.tile(JITTER_IDENTITY, (4, 1)))
+    assert (local_views.level == 0).all()
+
+
+def test_eval_views_are_uniform_centre_crops():
+    views = sample_eval_views(np.array([100, 10]), np.array([170, 170]), np.array([128, 128]),
+                              CONFIG, clips=10)
+    assert views.frame_indices.shape == (2, 10, 16)
+    starts = views.frame_indices[0, :, 0]
+    np.testing.assert_array_equal(starts, np.round(np.linspace(0, 84, 10)))
+    np.testing.assert_allclose(views.box[0, 0], centre_box(170, 128, 112))
+    assert (views.frame_indices[1] <= 9).all() and not views.flip.any()
+    np.testing.assert_allclose(centre_box(170, 128, 112),
+                               [29 / 170, 8 / 128, 141 / 170, 120 / 128])
+
+
+def test_supervised_views_are_one_random_clip_per_video():
+    views = sample_supervised_views(np.array([100, 30]), np.array([170, 170]),
+                                    np.array([128, 128]), np.array([0, 1]), seed=0, epoch=0,
+                                    config=CONFIG)
+    assert views.frame_indices.shape == (2, 1, 16)
+    assert (np.diff(views.frame_indices[:, 0], axis=-1) == 1).all()
+    assert (views.jitter == JITTER_IDENTITY).all()
