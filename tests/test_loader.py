@@ -1,4 +1,4 @@
-"""Loaders: exactly-once sharding over workers, reshuffling, bad payloads skipped, eval/supervised."""
+"""Loaders: exactly-once sharding over workers, reshuffling, skipped bad payloads, eval clips."""
 
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ def draw(batch, seed=0, epoch=0, batch_index=0, config=CONFIG):
 def test_geometry_properties(batch, seed):
     global_views, local_views = draw(batch, seed=seed)
     eps = 1e-6
-    for b, (frames, width, height) in enumerate(batch):
+    for b, (frames, _, _) in enumerate(batch):
         g_box = global_views.box[b]
         assert (g_box >= -eps).all() and (g_box <= 1 + eps).all()
         assert g_box[0] < g_box[2] and g_box[1] < g_box[3]
