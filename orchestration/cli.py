@@ -111,6 +111,19 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _preview(args: argparse.Namespace) -> int:
+    from orchestration.preview import write_preview
+
+    try:
+        path = write_preview(args.shards, args.out, index=args.index, seed=args.seed,
+                             backend=args.backend)
+    except ValueError as error:
+        print(f"ctrlaug preview: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
 def _add_data_commands(commands) -> None:
     from pathlib import Path
 
@@ -166,6 +179,15 @@ def _add_data_commands(commands) -> None:
     inspect = commands.add_parser("inspect", help="summarise a shard folder")
     inspect.add_argument("shards", type=Path)
     inspect.set_defaults(handler=_inspect)
+
+    preview = commands.add_parser("preview", help="draw one video's views, boxes, time spans "
+                                                  "and S_k heat maps")
+    preview.add_argument("shards", type=Path)
+    preview.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    preview.add_argument("--index", type=int, default=0, help="which video of the first batch")
+    preview.add_argument("--seed", type=int, default=0)
+    preview.add_argument("--backend", default="dali", choices=["dali", "reference"])
+    preview.set_defaults(handler=_preview)
 
 
 def build_parser() -> argparse.ArgumentParser:

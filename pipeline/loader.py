@@ -23,6 +23,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,19 +79,23 @@ class LoaderStats:
 
 
 class ReferenceViews:
-    """The PyAV + numpy renderer with DaliViews' interface (run / reset)."""
+    """The PyAV + numpy renderer with DaliViews' interface (run / reset), videos in parallel
+    over `threads` threads (PyAV and numpy release the GIL for most of the work)."""
 
-    def __init__(self, size: int, jitter: bool) -> None:
+    def __init__(self, size: int, jitter: bool, threads: int = 1) -> None:
         self.size, self.jitter = size, jitter
+        self.pool = ThreadPoolExecutor(max_workers=max(1, threads))
 
     def reset(self) -> None:
         pass
 
     def run(self, payloads: list, frame_indices: np.ndarray, rows: np.ndarray, codecs: list[str]
             ) -> torch.Tensor:
-        return torch.from_numpy(np.stack([
-            render_sample(p, c, f, r, self.size, self.jitter)
-            for p, c, f, r in zip(payloads, codecs, frame_indices, rows, strict=True)]))
+        def render(i: int) -> np.ndarray:
+            return render_sample(payloads[i], codecs[i], frame_indices[i], rows[i], self.size,
+                                 self.jitter)
+
+        return torch.from_numpy(np.stack(list(self.pool.map(render, range(len(payloads))))))
 
 
 SampleViews = Callable[[ShardDataset, np.ndarray, int, int], ViewParams]
@@ -128,7 +133,7 @@ class VideoLoader:
                                    max_batch=batch_size + 1, num_threads=num_threads,
                                    device_id=device_id)
         else:
-            self.views = ReferenceViews(config.size, jitter and config.jitter)
+            self.views = ReferenceViews(config.size, jitter and config.jitter, num_threads)
         self.backend = backend
 
     def set_epoch(self, epoch: int) -> None:
