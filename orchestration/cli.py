@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 
 def _package_version() -> str:
@@ -21,25 +22,27 @@ def _package_version() -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from model import LossConfig, ModelConfig
-    from orchestration.smoke import SmokeConfig, run_smoke
+    from orchestration.demo import run_demo
 
-    model = ModelConfig(width=args.width)
-    loss = LossConfig()
-    smoke = SmokeConfig(steps=args.steps, batch_size=args.batch_size)
-    print(f"ctrlaug demo: model core smoke run on random clips "
-          f"(B={smoke.batch_size}, K={model.num_clips}, {smoke.frames}x{smoke.size}x{smoke.size}, "
-          f"R3D-18 width {model.width}, L_rc + L_mi + L_td)", flush=True)
-    first = last = None
-    for scalars in run_smoke(model, loss, smoke):
-        first = first or scalars
-        last = scalars
-        print(f"step {scalars['step'] + 1:3d}/{smoke.steps}  loss {scalars['loss']:8.4f}  "
-              f"rc {scalars['loss_rc']:.4f}  mi_level {scalars['mi_level']:+.4f}  "
-              f"mi_local_global {scalars['mi_local_global']:+.4f}  td_mi {scalars['td_mi']:.4f}  "
-              f"({scalars['seconds']:.1f}s)", flush=True)
-    print(f"L_rc {first['loss_rc']:.4f} -> {last['loss_rc']:.4f} over {smoke.steps} steps; "
-          f"total {first['loss']:.4f} -> {last['loss']:.4f}")
+    run_demo(args.workdir, args.overrides)
+    return 0
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from orchestration.experiment import ConfigError, load_config
+    from orchestration.pretrain import run_pretraining
+    from orchestration.tracking import TrackingUnavailable
+    from orchestration.train_step import NonFiniteLoss
+
+    try:
+        config = load_config(args.config, args.overrides)
+        run_pretraining(config)
+    except (ConfigError, ValueError, TrackingUnavailable) as error:
+        print(f"ctrlaug pretrain: {error}", file=sys.stderr)
+        return 2
+    except NonFiniteLoss as error:
+        print(f"ctrlaug pretrain: stopped: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -125,8 +128,6 @@ def _preview(args: argparse.Namespace) -> int:
 
 
 def _add_data_commands(commands) -> None:
-    from pathlib import Path
-
     synth = commands.add_parser("synth", help="write a synthetic motion-class video dataset")
     synth.add_argument("--out", type=Path, required=True)
     synth.add_argument("--classes", type=int, default=5)
@@ -198,20 +199,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ctrlaug {_package_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = commands.add_parser("demo", help="run the main job end to end (for now: a smoke run "
-                                            "of the model core on random clips)")
-    demo.add_argument("--steps", type=int, default=8, help="optimisation steps (default 8)")
-    demo.add_argument("--batch-size", type=int, default=4, help="videos per step (default 4)")
-    demo.add_argument("--width", type=int, default=16,
-                      help="R3D-18 base width; 64 is the paper's (default 16 for CPU)")
-    demo.set_defaults(handler=_demo)
+    demo = commands.add_parser("demo", help="the main job end to end: synthesize, preprocess, "
+                                            "pretrain on Ray, track in MLflow")
+    demo.add_argument("--workdir", type=Path, default=Path("demo-run"))
+    demo.set_defaults(handler=_demo, overrides=[])
+
+    pretrain = commands.add_parser("pretrain", help="pretrain on Ray Train (rerun to resume)")
+    pretrain.add_argument("--config", type=Path, help="TOML config (configs/*.toml)")
+    pretrain.set_defaults(handler=_pretrain)
     _add_data_commands(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    overrides = [item for item in extra if item.startswith("--") and "." in item.split("=")[0]]
+    if args.command in ("pretrain", "demo"):
+        unknown = [item for item in extra if item not in overrides]
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        args.overrides = overrides
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return 0

@@ -19,6 +19,7 @@ listed in `loader.stats.skipped`.
 from __future__ import annotations
 
 import contextlib
+import io
 import queue
 import threading
 import time
@@ -27,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
 import numpy as np
 import torch
 
@@ -100,6 +102,31 @@ class ReferenceViews:
 
 SampleViews = Callable[[ShardDataset, np.ndarray, int, int], ViewParams]
 
+# What DALI's video decoder reads on each device (DALI 2.4; DESIGN section 4).
+DALI_VIDEO_CODECS = {"cpu": {"vp8", "vp9", "mjpeg"}, "gpu": {"h264", "hevc", "vp9", "av1"}}
+
+
+def payload_problem(payload: bytes | list[bytes], device: str) -> str | None:
+    """Why DALI must not be given this payload, or None. A header-level check (PyAV opens the
+    container; JPEG markers): DALI's decoders can crash the process on garbage input, so a
+    payload that fails here is skipped before it reaches them."""
+    if isinstance(payload, list):
+        if not payload or any(p[:2] != b"\xff\xd8" or p[-2:] != b"\xff\xd9" for p in payload):
+            return "not a complete JPEG frame sequence"
+        return None
+    try:
+        with av.open(io.BytesIO(payload)) as container:
+            if not container.streams.video:
+                return "no video stream"
+            codec = container.streams.video[0].codec_context.name
+    except (av.FFmpegError, ValueError) as error:
+        return f"unreadable video payload: {error}"
+    codec = {"libvpx-vp9": "vp9", "libvpx": "vp8", "libdav1d": "av1"}.get(codec, codec)
+    if codec not in DALI_VIDEO_CODECS[device]:
+        return (f"DALI on {device} does not decode {codec} (it reads "
+                f"{', '.join(sorted(DALI_VIDEO_CODECS[device]))})")
+    return None
+
 
 class VideoLoader:
     """Iterates this rank's batches of an epoch; see the module docstring.
@@ -124,6 +151,7 @@ class VideoLoader:
         self.device = torch.device(device if device != "gpu" else f"cuda:{device_id}")
         self.stats = LoaderStats()
         self.reader = PayloadReader(dataset)
+        self.checked: dict[int, str | None] = {}  # row -> payload_problem, checked once
         if backend == "dali":
             from pipeline.dali_graph import DaliViews
 
@@ -151,6 +179,22 @@ class VideoLoader:
         """Decode and augment; on a decode failure, find the bad videos and render the rest."""
         payloads = self.reader.read(rows)
         packed = pack_view_params(views)  # (B, V, 10)
+        if self.backend == "dali":
+            device = "cpu" if self.device.type == "cpu" else "gpu"
+            for i, row in enumerate(rows):
+                if int(row) not in self.checked:
+                    self.checked[int(row)] = payload_problem(payloads[i], device)
+            unusable = [i for i, row in enumerate(rows) if self.checked[int(row)]]
+            for i in unusable:
+                self.stats.skipped.append((self.dataset.video_id[rows[i]],
+                                           self.checked[int(rows[i])]))
+            if unusable:
+                usable = np.array([i for i in range(len(rows)) if i not in unusable],
+                                  dtype=np.int64)
+                if len(usable) == 0:
+                    return usable, None
+                keep, frames = self._render(rows[usable], views.map(lambda f: f[usable]))
+                return usable[keep], frames
 
         def run(keep: np.ndarray) -> torch.Tensor:
             picked = [payloads[i] for i in keep]
@@ -176,11 +220,13 @@ class VideoLoader:
         keep = np.array(good, dtype=np.int64)
         return keep, (run(keep) if len(keep) else None)
 
-    def _produce(self, out: queue.Queue, stop: threading.Event) -> None:
+    def _produce(self, out: queue.Queue, stop: threading.Event, start_batch: int) -> None:
         try:
             for batch_index, rows in enumerate(self.batches()):
                 if stop.is_set():
                     return
+                if batch_index < start_batch:  # resuming mid-epoch: nothing is read
+                    continue
                 views = self.sample_views(self.dataset, rows, batch_index, self.epoch)
                 keep, frames = self._render(rows, views)
                 if frames is None:
@@ -193,11 +239,16 @@ class VideoLoader:
             out.put(None)
 
     def __iter__(self) -> Iterator:
+        return self.iterate()
+
+    def iterate(self, start_batch: int = 0) -> Iterator:
+        """This epoch's batches from batch number `start_batch` on (earlier ones are skipped
+        without being read: resuming mid-epoch gives the remaining batches unchanged)."""
         self.stats = LoaderStats()
         out: queue.Queue = queue.Queue(maxsize=max(1, self.prefetch))
         stop = threading.Event()
-        worker = threading.Thread(target=self._produce, args=(out, stop), daemon=True,
-                                  name="ctrlaug-loader")
+        worker = threading.Thread(target=self._produce, args=(out, stop, start_batch),
+                                  daemon=True, name="ctrlaug-loader")
         worker.start()
         try:
             while True:

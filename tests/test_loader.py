@@ -60,14 +60,16 @@ def test_fewer_videos_than_workers_and_missing_shards_are_clear_errors(shards, t
 
 
 def corrupt_one_payload(source, target):
-    """Copy a shard folder and replace the first row's payload with garbage."""
+    """Copy a shard folder and break the first row's payload: a garbage video file, or JPEGs
+    whose markers are intact but whose data is noise (so they reach the decoder and fail)."""
     shutil.copytree(source, target)
     manifest = json.loads((target / "manifest.json").read_text())
     path = target / manifest["shards"][0]["file"]
     table = pq.read_table(path)
     payload = table.column("payload").to_pylist()
     if isinstance(payload[0], list):
-        payload[0] = [b"not a jpeg"] * len(payload[0])
+        noise = np.random.default_rng(0).integers(0, 255, 2000, dtype=np.uint8).tobytes()
+        payload[0] = [jpeg[:300] + noise + b"\xff\xd9" for jpeg in payload[0]]
     else:
         payload[0] = b"\x1aE\xdf\xa3 not a webm at all" * 10
     index = table.schema.get_field_index("payload")

@@ -1,0 +1,61 @@
+"""One pretraining step, top to bottom: batch -> correspondence -> encoder + objective -> backward.
+
+Runs with or without Ray: anything distributed arrives as `gather_keys` (identity by default).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+
+import torch
+
+from model import LossBreakdown, PretrainNetwork, ViewGeometry, clip_correspondence
+from model.correspondence import Grid
+from model.objective import KeyGather, local_keys
+from pipeline import PretrainBatch
+from pipeline.sampling import ViewParams
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss went NaN or infinite; the message names the step and the offending terms."""
+
+
+def geometry(params: ViewParams) -> ViewGeometry:
+    """The view geometry the correspondence needs, from the parameters the pipeline emitted."""
+    return ViewGeometry(params.t0, params.t1, params.box, params.flip)
+
+
+def training_step(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                  batch: PretrainBatch, grids: tuple[Grid, Grid], step: int,
+                  gather_keys: KeyGather = local_keys, bf16: bool = False,
+                  agree: Callable[[bool], bool] = bool) -> LossBreakdown:
+    """Compute the objective on a batch and take one optimiser step.
+
+    grids: (local grid, global grid) of the encoder for the batch's frame size.
+    agree: turns this worker's "loss is not finite" into the verdict of all workers (identity
+    alone), so that every worker stops together. Raises NonFiniteLoss before the backward pass.
+    """
+    correspondence = clip_correspondence(geometry(batch.local_params),
+                                         geometry(batch.global_params), *grids)  # (B,K,Nc,Nv)
+    device_type = batch.global_frames.device.type
+    precision = (torch.autocast(device_type, dtype=torch.bfloat16) if bf16
+                 else contextlib.nullcontext())
+    with precision:
+        breakdown = network(batch.global_frames, batch.local_frames, correspondence,
+                            batch.global_params.level, batch.local_params.level, gather_keys)
+    values = breakdown.scalars()
+    bad = {name: value for name, value in values.items() if not math.isfinite(value)}
+    if agree(bool(bad)):
+        terms = ", ".join(f"{name}={value}" for name, value in bad.items()) or "on another worker"
+        raise NonFiniteLoss(f"non-finite loss at step {step}: {terms}")
+    optimizer.zero_grad(set_to_none=True)
+    breakdown.total.backward()
+    optimizer.step()
+    return breakdown
+
+
+def unwrap(network: torch.nn.Module) -> PretrainNetwork:
+    """The PretrainNetwork inside a data-parallel wrapper (or itself)."""
+    return getattr(network, "module", network)
