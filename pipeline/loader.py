@@ -13,7 +13,8 @@ Decoding runs on DALI (`backend="dali"`, device "cpu" or "gpu") or on the PyAV +
 (`backend="reference"`, the parity oracle and the baseline loader). A background thread reads
 payloads and renders the next `prefetch` batches while the consumer trains. A payload that fails
 to decode never ends the run: its batch is re-rendered without it, and the video is counted and
-listed in `loader.stats.skipped`.
+listed in `loader.stats.skipped`. Payloads are checked on the host before DALI sees them
+(`validate="header"` by default, `"full"` to decode every frame once): see `payload_problem`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
+from PIL import Image
 
 from pipeline.config import AugmentConfig
 from pipeline.packing import pack_view_params
@@ -106,21 +108,33 @@ SampleViews = Callable[[ShardDataset, np.ndarray, int, int], ViewParams]
 DALI_VIDEO_CODECS = {"cpu": {"vp8", "vp9", "mjpeg"}, "gpu": {"h264", "hevc", "vp9", "av1"}}
 
 
-def payload_problem(payload: bytes | list[bytes], device: str) -> str | None:
-    """Why DALI must not be given this payload, or None. A header-level check (PyAV opens the
-    container; JPEG markers): DALI's decoders can crash the process on garbage input, so a
-    payload that fails here is skipped before it reaches them."""
-    if isinstance(payload, list):
-        if not payload or any(p[:2] != b"\xff\xd8" or p[-2:] != b"\xff\xd9" for p in payload):
-            return "not a complete JPEG frame sequence"
-        return None
+def payload_problem(payload: bytes | list[bytes], device: str, full: bool = False
+                    ) -> str | None:
+    """Why DALI must not be given this payload, or None.
+
+    DALI 2.4's decoders can crash the whole process on corrupt input instead of raising (seen
+    with garbage WebM and with JPEGs whose entropy data is noise), so payloads are checked on
+    the host before they reach DALI, once per row: "header" (default) opens the container with
+    PyAV / checks the JPEG structure with Pillow, which catches garbage and truncated files;
+    `full` also decodes every frame (as expensive as the reference loader, once per row).
+    """
     try:
+        if isinstance(payload, list):
+            if not payload:
+                return "no frames"
+            for jpeg in payload:
+                image = Image.open(io.BytesIO(jpeg))
+                image.load() if full else image.verify()
+            return None
         with av.open(io.BytesIO(payload)) as container:
             if not container.streams.video:
                 return "no video stream"
             codec = container.streams.video[0].codec_context.name
-    except (av.FFmpegError, ValueError) as error:
-        return f"unreadable video payload: {error}"
+            if full:
+                for _ in container.decode(container.streams.video[0]):
+                    pass
+    except (av.FFmpegError, OSError, ValueError, SyntaxError) as error:
+        return f"payload does not decode: {error}"
     codec = {"libvpx-vp9": "vp9", "libvpx": "vp8", "libdav1d": "av1"}.get(codec, codec)
     if codec not in DALI_VIDEO_CODECS[device]:
         return (f"DALI on {device} does not decode {codec} (it reads "
@@ -139,11 +153,15 @@ class VideoLoader:
                  num_views: int, batch_size: int, config: AugmentConfig, *, device: str = "cpu",
                  rank: int = 0, world_size: int = 1, seed: int = 0, epoch: int = 0,
                  shuffle: bool = True, backend: str = "dali", jitter: bool = True,
-                 prefetch: int = 2, num_threads: int = 2, device_id: int = 0) -> None:
+                 prefetch: int = 2, num_threads: int = 2, device_id: int = 0,
+                 validate: str = "header") -> None:
         if backend not in ("dali", "reference"):
             raise ValueError(f"backend must be dali or reference, got {backend!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if validate not in ("header", "full"):
+            raise ValueError(f"validate must be header or full, got {validate!r}")
+        self.validate = validate
         self.dataset, self.sample_views, self.assemble = dataset, sample_views, assemble
         self.batch_size, self.config, self.rank, self.world_size = batch_size, config, rank, \
             world_size
@@ -183,7 +201,8 @@ class VideoLoader:
             device = "cpu" if self.device.type == "cpu" else "gpu"
             for i, row in enumerate(rows):
                 if int(row) not in self.checked:
-                    self.checked[int(row)] = payload_problem(payloads[i], device)
+                    self.checked[int(row)] = payload_problem(payloads[i], device,
+                                                             full=self.validate == "full")
             unusable = [i for i, row in enumerate(rows) if self.checked[int(row)]]
             for i in unusable:
                 self.stats.skipped.append((self.dataset.video_id[rows[i]],

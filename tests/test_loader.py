@@ -84,8 +84,10 @@ def corrupt_one_payload(source, target):
 def test_a_payload_that_fails_to_decode_is_skipped_counted_and_reported(shards, tmp_path,
                                                                         payload, backend):
     bad_id = corrupt_one_payload(shards[payload], tmp_path / "shards")
+    # JPEGs with intact headers but noise for data pass a header check and can crash DALI's
+    # decoder; "full" validation decodes them on the host first.
     loader = build_pretrain_loader(tmp_path / "shards", batch_size=3, backend=backend,
-                                   levels_per_batch=2)
+                                   levels_per_batch=2, validate="full")
     delivered = [vid for batch in loader for vid in batch.video_id]
     assert len(delivered) == 5 and bad_id not in delivered
     assert [vid for vid, _ in loader.stats.skipped] == [bad_id]
@@ -134,3 +136,19 @@ def test_breaking_out_early_stops_the_prefetch_thread(shards):
     for _ in loader:
         break
     assert not any(t.name == "ctrlaug-loader" and t.is_alive() for t in threading.enumerate())
+
+
+def test_payload_checks_catch_what_dali_must_not_see(shards):
+    from pipeline.loader import payload_problem
+
+    video = pq.read_table(next(shards["video"].glob("part-*.parquet"))).column("payload")
+    frames = pq.read_table(next(shards["frames"].glob("part-*.parquet"))).column("payload")
+    good_video, good_frames = video[0].as_py(), frames[0].as_py()
+    assert payload_problem(good_video, "cpu") is None
+    assert payload_problem(good_frames, "cpu", full=True) is None
+    assert "does not decode" in payload_problem(b"\x1aE\xdf\xa3 garbage" * 20, "cpu")
+    assert "does not decode" in payload_problem([good_frames[0][:200]], "cpu")  # truncated
+    noise = np.random.default_rng(0).integers(0, 255, 2000, dtype=np.uint8).tobytes()
+    noisy = good_frames[0][:300] + noise + b"\xff\xd9"
+    assert payload_problem([noisy], "cpu") is None  # a header check cannot see this ...
+    assert "does not decode" in payload_problem([noisy], "cpu", full=True)  # ... full can
