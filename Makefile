@@ -2,8 +2,8 @@
 # Each creates the project's virtual environment at .venv if it is missing.
 PYTHON ?= python3
 VENV := .venv
-# Extras the tests need; a later issue adds mlflow here.
-EXTRAS ?= dev,ray,dali
+# Extras the tests and the demo need.
+EXTRAS ?= dev,ray,dali,mlflow
 
 .PHONY: demo test lint venv clean
 

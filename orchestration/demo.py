@@ -11,6 +11,8 @@ import dataclasses
 import io
 from pathlib import Path
 
+from mlflow.tracking import MlflowClient
+
 from orchestration.experiment import load_config
 from orchestration.pretrain import run_pretraining
 from preprocessing.config import PreprocessConfig
@@ -42,11 +44,15 @@ def run_demo(workdir: Path, overrides: list[str] = ()) -> dict:
     print(f"[3/4] pretraining: R3D-18 width {config.model.width}, {config.run.workers} Ray "
           f"workers, {config.optim.epochs} epochs, batch {config.data.batch_size}", flush=True)
     metrics = run_pretraining(config)
-    print("[4/4] result", flush=True)
-    terms = {k: v for k, v in metrics.items() if k.startswith(("loss", "mi_", "td_"))}
-    for name, value in sorted(terms.items()):
-        print(f"      {name:22s} {value:.4f}")
-    uri = metrics["tracking_uri"]
+    uri, run_id = metrics["tracking_uri"], metrics["mlflow_run_id"]
+    print("[4/4] result (first -> last logged step)", flush=True)
+    client = MlflowClient(uri)
+    for name in ("loss", "loss_rc", "loss_mi", "loss_td", "mi_level", "mi_local_global",
+                 "td_mi", "videos_per_s", "data_wait_fraction"):
+        history = sorted(client.get_metric_history(run_id, name), key=lambda m: m.step)
+        if history:
+            print(f"      {name:20s} {history[0].value:9.4f} -> {history[-1].value:9.4f}"
+                  f"  (steps {history[0].step}..{history[-1].step})")
     print(f"      MLflow run {metrics['mlflow_run_id']}; look at it with:\n"
           f"      mlflow ui --backend-store-uri {uri}")
     return {**metrics, "config": dataclasses.asdict(config.run)}

@@ -169,7 +169,9 @@ def pretrain_worker(loop_config: dict) -> None:
             state = TrainState(epoch + 1, state.step, 0)
             epochs_run += 1
             if logger is not None:
-                logger.metrics({**last, "epoch": epoch + 1}, state.step)
+                logger.metrics({**last, "epoch": epoch + 1}
+                               if state.step % config.run.log_every_steps else
+                               {"epoch": epoch + 1}, state.step)
                 per_epoch = (time.perf_counter() - started) / epochs_run
                 eta = per_epoch * (config.optim.epochs - epoch - 1)
                 print(f"epoch {epoch + 1}/{config.optim.epochs}  step {state.step}  loss "

@@ -113,7 +113,10 @@ class RunLogger:
         mlflow.set_tracking_uri(self.client.tracking_uri)
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / name
-            mlflow.pytorch.save_model(module, str(path))
+            # Pickled module (its class is importable from this package); requirements stated
+            # rather than inferred, which would import and probe the whole environment.
+            mlflow.pytorch.save_model(module, str(path), serialization_format="pickle",
+                                      pip_requirements=["torch", "ctrlaug"])
             self.client.log_artifacts(self.run_id, str(path), name)
 
     def finish(self, status: str = "FINISHED") -> None:

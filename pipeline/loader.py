@@ -154,14 +154,14 @@ class VideoLoader:
                  rank: int = 0, world_size: int = 1, seed: int = 0, epoch: int = 0,
                  shuffle: bool = True, backend: str = "dali", jitter: bool = True,
                  prefetch: int = 2, num_threads: int = 2, device_id: int = 0,
-                 validate: str = "header") -> None:
+                 validate: str = "header", min_batch: int = 1) -> None:
         if backend not in ("dali", "reference"):
             raise ValueError(f"backend must be dali or reference, got {backend!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if validate not in ("header", "full"):
             raise ValueError(f"validate must be header or full, got {validate!r}")
-        self.validate = validate
+        self.validate, self.min_batch = validate, min_batch
         self.dataset, self.sample_views, self.assemble = dataset, sample_views, assemble
         self.batch_size, self.config, self.rank, self.world_size = batch_size, config, rank, \
             world_size
@@ -170,13 +170,16 @@ class VideoLoader:
         self.stats = LoaderStats()
         self.reader = PayloadReader(dataset)
         self.checked: dict[int, str | None] = {}  # row -> payload_problem, checked once
+        # Batch sizes depend only on the counts, not on the epoch's order.
+        largest = max(len(b) for b in rank_batches(np.arange(len(dataset)), rank, world_size,
+                                                   batch_size, min_batch))
         if backend == "dali":
             from pipeline.dali_graph import DaliViews
 
             self.views = DaliViews(dataset.payload_format, num_views, config.clip_frames,
                                    config.size, jitter and config.jitter, config.blur,
                                    "cpu" if self.device.type == "cpu" else "gpu",
-                                   max_batch=batch_size + 1, num_threads=num_threads,
+                                   max_batch=largest, num_threads=num_threads,
                                    device_id=device_id)
         else:
             self.views = ReferenceViews(config.size, jitter and config.jitter, num_threads)
@@ -188,7 +191,7 @@ class VideoLoader:
     def batches(self) -> list[np.ndarray]:
         """This rank's row ids per batch for the current epoch."""
         order = epoch_order(self.dataset, self.seed, self.epoch, self.shuffle)
-        return rank_batches(order, self.rank, self.world_size, self.batch_size)
+        return rank_batches(order, self.rank, self.world_size, self.batch_size, self.min_batch)
 
     def __len__(self) -> int:
         return len(self.batches())
@@ -327,9 +330,10 @@ def build_pretrain_loader(shards: Path | str, batch_size: int, device: str = "cp
         return PretrainBatch(frames[:, 0], frames[:, 1:], device_views.map(lambda f: f[:, 0]),
                              device_views.map(lambda f: f[:, 1:]), video_id, label, index)
 
+    # Contrastive pretraining needs two videos per batch on every worker.
     return VideoLoader(dataset, sample, assemble, config.views_per_video, batch_size, config,
                        device=device, rank=rank, world_size=world_size, seed=seed, epoch=epoch,
-                       **options)
+                       min_batch=2, **options)
 
 
 def _clip_assemble(frames, views, data, rows) -> ClipBatch:

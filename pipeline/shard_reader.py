@@ -12,8 +12,9 @@ Split across ranks (every video exactly once per epoch): the order is cut into w
 contiguous chunks whose sizes differ by at most one; every rank runs the same number of steps,
 S = ceil(floor(N / world_size) / batch_size), and cuts its chunk into S near-equal batches.
 Batches therefore hold at most batch_size videos, except when floor(N / world_size) is a
-multiple of batch_size and a rank holds one extra video: one of its batches holds batch_size + 1.
-Nothing is dropped and nothing is repeated.
+multiple of batch_size and a rank holds one extra video: one of its batches holds batch_size + 1
+(and, on tiny datasets, when min_batch forces fewer, larger batches). Nothing is dropped and
+nothing is repeated.
 """
 
 from __future__ import annotations
@@ -123,15 +124,20 @@ def epoch_order(dataset: ShardDataset, seed: int, epoch: int, shuffle: bool = Tr
     return rows[np.lexsort((rng.random(len(rows)), window_of_row))]
 
 
-def rank_batches(order: np.ndarray, rank: int, world_size: int, batch_size: int
-                 ) -> list[np.ndarray]:
-    """This rank's batches of row ids: exactly-once over ranks, same step count on every rank."""
+def rank_batches(order: np.ndarray, rank: int, world_size: int, batch_size: int,
+                 min_batch: int = 1) -> list[np.ndarray]:
+    """This rank's batches of row ids: exactly-once over ranks, same step count on every rank.
+
+    min_batch: no batch may hold fewer videos (contrastive pretraining needs 2); when the data
+    is too small for that at batch_size, there are fewer, larger batches.
+    """
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside world_size {world_size}")
     smallest = len(order) // world_size
-    if smallest == 0:
-        raise ValueError(f"{len(order)} videos cannot be split over {world_size} workers")
-    steps = math.ceil(smallest / batch_size)
+    if smallest < min_batch:
+        raise ValueError(f"{len(order)} videos cannot be split over {world_size} workers "
+                         f"with at least {min_batch} per batch")
+    steps = min(math.ceil(smallest / batch_size), smallest // min_batch)
     chunk = np.array_split(order, world_size)[rank]
     return np.array_split(chunk, steps)
 

@@ -41,6 +41,17 @@ def test_rank_split_is_exactly_once_with_equal_steps(n, world_size, batch_size):
     assert min(sizes) >= 1 and max(sizes) <= batch_size + 1
 
 
+@pytest.mark.parametrize("n, world_size, batch_size", [(6, 2, 2), (5, 1, 4), (9, 2, 4),
+                                                       (7, 3, 2), (40, 4, 3)])
+def test_pretraining_batches_hold_at_least_two_videos(n, world_size, batch_size):
+    order = np.arange(n)
+    per_rank = [rank_batches(order, r, world_size, batch_size, min_batch=2)
+                for r in range(world_size)]
+    assert sorted(np.concatenate([b for bs in per_rank for b in bs])) == list(range(n))
+    assert len({len(bs) for bs in per_rank}) == 1
+    assert min(len(b) for bs in per_rank for b in bs) >= 2
+
+
 def test_epochs_reshuffle_deterministically(shards):
     dataset = ShardDataset.open(shards["video"])
     first, again = epoch_order(dataset, 0, 0), epoch_order(dataset, 0, 0)
@@ -53,6 +64,8 @@ def test_epochs_reshuffle_deterministically(shards):
 def test_fewer_videos_than_workers_and_missing_shards_are_clear_errors(shards, tmp_path):
     with pytest.raises(ValueError, match="cannot be split over 7 workers"):
         rank_batches(np.arange(6), 0, 7, 2)
+    with pytest.raises(ValueError, match="at least 2 per batch"):
+        rank_batches(np.arange(6), 0, 4, 2, min_batch=2)
     with pytest.raises(ValueError, match="no manifest.json"):
         build_pretrain_loader(tmp_path, 2)
     with pytest.raises(ValueError, match="no videos in split 'test'"):

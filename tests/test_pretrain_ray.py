@@ -1,0 +1,147 @@
+"""Pretraining on a local Ray instance with 2 CPU workers (gloo), logging to a real MLflow server.
+
+Slow by nature (each run starts Ray workers): three jobs share one server and one Ray instance.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from orchestration.experiment import load_config
+from orchestration.pretrain import INJECTED_FILE, job_folder, run_pretraining
+from orchestration.tracking import JOB_TAG
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """`mlflow server` on 127.0.0.1 with its own store, stopped after the module."""
+    root = tmp_path_factory.mktemp("mlflow")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+        stdout=open(root / "server.log", "w"), stderr=subprocess.STDOUT)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(uri + "/health", timeout=2):
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        process.kill()
+        raise RuntimeError((root / "server.log").read_text()[-2000:])
+    yield uri
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_instance():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def config_for(name, shards, storage, uri, *extra):
+    return load_config(CONFIGS / "tiny-cpu.toml", [
+        f"--data.shards={shards}", f"--run.storage_path={storage}", f"--run.tracking_uri={uri}",
+        f"--run.name={name}", "--data.batch_size=4", "--optim.epochs=3",
+        "--model.width=4", *extra])
+
+
+def job_runs(client, name):
+    experiment = client.get_experiment_by_name("ctrlaug-pretrain")
+    return client.search_runs([experiment.experiment_id],
+                              filter_string=f"tags.`{JOB_TAG}` = '{name}'")
+
+
+def steps_of(client, run_id, metric="loss_rc"):
+    return sorted({m.step for m in client.get_metric_history(run_id, metric)})
+
+
+@pytest.fixture(scope="module")
+def finished_job(shards, mlflow_server, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("runs")
+    config = config_for("plain", shards["frames"], storage, mlflow_server)
+    metrics = run_pretraining(config)
+    return config, metrics
+
+
+def test_a_short_run_completes_and_logs_to_the_mlflow_server(finished_job, mlflow_server):
+    config, metrics = finished_job
+    client = MlflowClient(mlflow_server)
+    (run,) = job_runs(client, "plain")
+    assert run.info.run_id == metrics["mlflow_run_id"] and run.info.status == "FINISHED"
+    assert run.data.params["optim.lr"] == "0.001" and run.data.params["model.width"] == "4"
+    for name in ("loss", "loss_rc", "loss_mi", "loss_td", "mi_level", "mi_local_global",
+                 "td_mi", "lr", "videos_per_s", "data_wait_fraction"):
+        assert name in run.data.metrics, name
+    assert steps_of(client, run.info.run_id) == [1, 2, 3, 4, 5, 6]  # 6 videos / 2 workers / 2
+    assert run.data.metrics["epoch"] == 3
+    assert run.data.tags["git_commit"] and len(run.data.tags["shards_manifest_sha256"]) == 64
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.json", "augmentation_preview.png", "checkpoints", "encoder"} <= artifacts
+    assert "encoder/MLmodel" in {a.path for a in client.list_artifacts(run.info.run_id,
+                                                                         "encoder")}
+
+
+def test_rerunning_a_finished_job_resumes_instead_of_starting_over(finished_job,
+                                                                   mlflow_server):
+    config, metrics = finished_job
+    client = MlflowClient(mlflow_server)
+    before = steps_of(client, metrics["mlflow_run_id"])
+    again = run_pretraining(config)
+    assert again["mlflow_run_id"] == metrics["mlflow_run_id"]
+    assert steps_of(client, metrics["mlflow_run_id"]) == before  # no step was trained again
+    assert len(job_runs(client, "plain")) == 1
+
+
+def test_a_worker_failure_resumes_from_the_last_checkpoint_in_the_same_mlflow_run(
+        shards, mlflow_server, tmp_path):
+    config = config_for("faulty", shards["frames"], tmp_path, mlflow_server,
+                        "--run.fail_at_step=3")
+    metrics = run_pretraining(config)
+    assert (job_folder(config) / INJECTED_FILE).exists()  # the failure did happen
+    client = MlflowClient(mlflow_server)
+    (run,) = job_runs(client, "faulty")
+    assert run.info.run_id == metrics["mlflow_run_id"] and run.info.status == "FINISHED"
+    assert steps_of(client, run.info.run_id) == [1, 2, 3, 4, 5, 6]  # continuous step axis
+    assert run.data.metrics["epoch"] == 3
+
+
+def test_an_unreachable_tracking_server_stops_with_one_line_before_training(shards, tmp_path):
+    result = subprocess.run(
+        [str(BIN / "ctrlaug"), "pretrain", "--config", str(CONFIGS / "tiny-cpu.toml"),
+         f"--data.shards={shards['frames']}", f"--run.storage_path={tmp_path}",
+         "--run.tracking_uri=http://127.0.0.1:9"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("ctrlaug pretrain: MLflow tracking server "
+                                            "http://127.0.0.1:9 is not reachable")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_missing_shard_folder_stops_with_one_line(tmp_path):
+    result = subprocess.run(
+        [str(BIN / "ctrlaug"), "pretrain", "--config", str(CONFIGS / "tiny-cpu.toml"),
+         f"--data.shards={tmp_path / 'nope'}"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"ctrlaug pretrain: {tmp_path / 'nope'} is not a shard "
+                                     f"folder (no manifest.json); run `ctrlaug preprocess` first")
