@@ -5,6 +5,7 @@ Slow by nature (each run starts Ray workers): three jobs share one server and on
 
 from __future__ import annotations
 
+import io
 import socket
 import subprocess
 import sys
@@ -18,6 +19,10 @@ from mlflow.tracking import MlflowClient
 from orchestration.experiment import load_config
 from orchestration.pretrain import INJECTED_FILE, job_folder, run_pretraining
 from orchestration.tracking import JOB_TAG
+from preprocessing.config import PreprocessConfig
+from preprocessing.job import local_executor, run_preprocess
+from preprocessing.sources import list_dataset
+from preprocessing.synth import SynthConfig, synthesize
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 BIN = Path(sys.executable).parent
@@ -30,25 +35,38 @@ def mlflow_server(tmp_path_factory):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-        stdout=open(root / "server.log", "w"), stderr=subprocess.STDOUT)
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(uri + "/health", timeout=2):
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        raise RuntimeError((root / "server.log").read_text()[-2000:])
-    yield uri
-    process.terminate()
-    process.wait(timeout=30)
+    with open(root / "server.log", "w") as log:
+        process = subprocess.Popen(
+            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+             "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(uri + "/health", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            process.kill()
+            raise RuntimeError((root / "server.log").read_text()[-2000:])
+        yield uri
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def pretrain_shards(tmp_path_factory) -> Path:
+    """16 motion videos as JPEG-frame shards: 2 workers x 2 videos -> 4 steps per epoch."""
+    root = tmp_path_factory.mktemp("pretrain")
+    synthesize(root / "videos", SynthConfig(classes=4, videos_per_class=4, frames=40,
+                                            width=96, height=72))
+    run_preprocess(list_dataset("folder", root / "videos"),
+                   PreprocessConfig(payload="frames", videos_per_shard=4), root / "shards",
+                   local_executor(2), log=io.StringIO())
+    return root / "shards"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -63,7 +81,7 @@ def ray_instance():
 def config_for(name, shards, storage, uri, *extra):
     return load_config(CONFIGS / "tiny-cpu.toml", [
         f"--data.shards={shards}", f"--run.storage_path={storage}", f"--run.tracking_uri={uri}",
-        f"--run.name={name}", "--data.batch_size=4", "--optim.epochs=3",
+        f"--run.name={name}", "--data.batch_size=4", "--optim.epochs=2",
         "--model.width=4", *extra])
 
 
@@ -78,9 +96,9 @@ def steps_of(client, run_id, metric="loss_rc"):
 
 
 @pytest.fixture(scope="module")
-def finished_job(shards, mlflow_server, tmp_path_factory):
+def finished_job(pretrain_shards, mlflow_server, tmp_path_factory):
     storage = tmp_path_factory.mktemp("runs")
-    config = config_for("plain", shards["frames"], storage, mlflow_server)
+    config = config_for("plain", pretrain_shards, storage, mlflow_server)
     metrics = run_pretraining(config)
     return config, metrics
 
@@ -94,8 +112,8 @@ def test_a_short_run_completes_and_logs_to_the_mlflow_server(finished_job, mlflo
     for name in ("loss", "loss_rc", "loss_mi", "loss_td", "mi_level", "mi_local_global",
                  "td_mi", "lr", "videos_per_s", "data_wait_fraction"):
         assert name in run.data.metrics, name
-    assert steps_of(client, run.info.run_id) == [1, 2, 3, 4, 5, 6]  # 6 videos / 2 workers / 2
-    assert run.data.metrics["epoch"] == 3
+    assert steps_of(client, run.info.run_id) == list(range(1, 9))  # 2 epochs x 4 steps
+    assert run.data.metrics["epoch"] == 2
     assert run.data.tags["git_commit"] and len(run.data.tags["shards_manifest_sha256"]) == 64
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.json", "augmentation_preview.png", "checkpoints", "encoder"} <= artifacts
@@ -115,22 +133,25 @@ def test_rerunning_a_finished_job_resumes_instead_of_starting_over(finished_job,
 
 
 def test_a_worker_failure_resumes_from_the_last_checkpoint_in_the_same_mlflow_run(
-        shards, mlflow_server, tmp_path):
-    config = config_for("faulty", shards["frames"], tmp_path, mlflow_server,
-                        "--run.fail_at_step=3")
+        pretrain_shards, mlflow_server, tmp_path):
+    # Checkpoints every 2 steps; worker 1 fails before step 7, mid-epoch 2: the job resumes
+    # from the step-6 checkpoint (mid-epoch) and trains steps 7 and 8.
+    config = config_for("faulty", pretrain_shards, tmp_path, mlflow_server,
+                        "--run.fail_at_step=6", "--run.checkpoint_every_steps=2")
     metrics = run_pretraining(config)
     assert (job_folder(config) / INJECTED_FILE).exists()  # the failure did happen
     client = MlflowClient(mlflow_server)
     (run,) = job_runs(client, "faulty")
     assert run.info.run_id == metrics["mlflow_run_id"] and run.info.status == "FINISHED"
-    assert steps_of(client, run.info.run_id) == [1, 2, 3, 4, 5, 6]  # continuous step axis
-    assert run.data.metrics["epoch"] == 3
+    assert steps_of(client, run.info.run_id) == list(range(1, 9))  # continuous step axis
+    assert run.data.metrics["epoch"] == 2
 
 
-def test_an_unreachable_tracking_server_stops_with_one_line_before_training(shards, tmp_path):
+def test_an_unreachable_tracking_server_stops_with_one_line_before_training(pretrain_shards,
+                                                                             tmp_path):
     result = subprocess.run(
         [str(BIN / "ctrlaug"), "pretrain", "--config", str(CONFIGS / "tiny-cpu.toml"),
-         f"--data.shards={shards['frames']}", f"--run.storage_path={tmp_path}",
+         f"--data.shards={pretrain_shards}", f"--run.storage_path={tmp_path}",
          "--run.tracking_uri=http://127.0.0.1:9"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().startswith("ctrlaug pretrain: MLflow tracking server "
