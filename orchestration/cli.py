@@ -35,7 +35,10 @@ def _pretrain(args: argparse.Namespace) -> int:
     from orchestration.train_step import NonFiniteLoss
 
     try:
-        config = load_config(args.config, args.overrides)
+        overrides = list(args.overrides)
+        if args.tracking_uri:
+            overrides.append(f"--run.tracking_uri={args.tracking_uri}")
+        config = load_config(args.config, overrides)
         run_pretraining(config)
     except (ConfigError, ValueError, TrackingUnavailable) as error:
         print(f"ctrlaug pretrain: {error}", file=sys.stderr)
@@ -206,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pretrain = commands.add_parser("pretrain", help="pretrain on Ray Train (rerun to resume)")
     pretrain.add_argument("--config", type=Path, help="TOML config (configs/*.toml)")
+    pretrain.add_argument("--tracking-uri", help="MLflow server URL (default: a SQLite file in "
+                                                 "run.storage_path)")
     pretrain.set_defaults(handler=_pretrain)
     _add_data_commands(commands)
     return parser

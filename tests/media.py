@@ -59,27 +59,25 @@ def write_video(path: Path, codec: str = "h264", fps: float = 25, frames: int = 
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
         if audio_stream is not None:
-            samples = int(16000 * frames / fps)
-            for start in range(0, samples, 1024):
-                chunk = np.zeros((1, min(1024, samples - start)), dtype=np.float32)
-                audio_frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
-                audio_frame.sample_rate, audio_frame.pts = 16000, start
-                container.mux(audio_stream.encode(audio_frame))
-            container.mux(audio_stream.encode(None))
+            write_silence(container, audio_stream, frames / fps)
     return path
+
+
+def write_silence(container, stream, seconds: float) -> None:
+    """Encode `seconds` of 16 kHz mono silence into an audio stream."""
+    samples = int(16000 * seconds)
+    for start in range(0, samples, 1024):
+        chunk = np.zeros((1, min(1024, samples - start)), dtype=np.float32)
+        frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 16000, start
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode(None))
 
 
 def write_audio_only(path: Path, seconds: float = 1.0) -> Path:
     path = path.with_suffix(".m4a")
     with av.open(str(path), mode="w", format="mp4") as container:
-        stream = container.add_stream("aac", rate=16000)
-        samples = int(16000 * seconds)
-        for start in range(0, samples, 1024):
-            chunk = np.zeros((1, min(1024, samples - start)), dtype=np.float32)
-            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 16000, start
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+        write_silence(container, container.add_stream("aac", rate=16000), seconds)
     return path
 
 
