@@ -109,3 +109,16 @@ def test_emitted_parameters_are_the_applied_ones(position_shards, payload):
                 assert np.abs(blue - 6 * params.frame_indices[v]).max() < 6, v
                 checked += 1
     assert checked == 15
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("payload", ["video", "frames"])
+def test_dali_gpu_matches_dali_cpu(shards, payload):
+    """NVDEC / nvJPEG against the CPU graph on the same parameters (run on a GPU host)."""
+    cpu = build_pretrain_loader(shards[payload], batch_size=2, levels_per_batch=2, seed=4)
+    gpu = build_pretrain_loader(shards[payload], batch_size=2, levels_per_batch=2, seed=4,
+                                device="gpu")
+    for a, b in zip(cpu, gpu, strict=True):
+        assert b.global_frames.is_cuda
+        assert psnr(a.global_frames[0].numpy(), b.global_frames[0].cpu().numpy()) >= 30
+        assert torch.equal(a.local_params.box, b.local_params.box.cpu())
