@@ -70,7 +70,8 @@ def position_shards(tmp_path_factory):
     frames[..., 1] = ys[None, :, None]
     frames[..., 2] = (6 * np.arange(t))[:, None, None]
     (root / "videos" / "ramp").mkdir(parents=True)
-    write_frames(root / "videos" / "ramp" / "clip", frames, "mjpeg")
+    for name in ("a", "b"):  # pretraining batches need two videos
+        write_frames(root / "videos" / "ramp" / name, frames, "mjpeg")
     out = {}
     for payload in ("video", "frames"):
         out[payload] = root / payload
@@ -82,14 +83,14 @@ def position_shards(tmp_path_factory):
 
 @pytest.mark.parametrize("payload", ["video", "frames"])
 def test_emitted_parameters_are_the_applied_ones(position_shards, payload):
-    loader = build_pretrain_loader(position_shards[payload], batch_size=1, jitter=False,
+    loader = build_pretrain_loader(position_shards[payload], batch_size=2, jitter=False,
                                    seed=5)
     checked = 0
     for epoch in range(3):  # three draws of boxes, flips and frames
         loader.set_epoch(epoch)
-        for batch in loader:
-            frames = torch.cat([batch.global_frames[:, None], batch.local_frames], 1)[0]
-            params = ViewParams(*(torch.cat([g[:, None], loc], 1)[0].numpy() for g, loc in
+        for batch, video in ((batch, video) for batch in loader for video in range(2)):
+            frames = torch.cat([batch.global_frames[:, None], batch.local_frames], 1)[video]
+            params = ViewParams(*(torch.cat([g[:, None], loc], 1)[video].numpy() for g, loc in
                                   zip(batch.global_params, batch.local_params, strict=True)))
             for v in range(frames.shape[0]):
                 pixels = to_pixels(frames[v].numpy())  # (3, L, 112, 112)
@@ -108,7 +109,7 @@ def test_emitted_parameters_are_the_applied_ones(position_shards, payload):
                 assert np.abs(green - expected_g)[2:-2].max() < 8, (v, params.box[v])
                 assert np.abs(blue - 6 * params.frame_indices[v]).max() < 6, v
                 checked += 1
-    assert checked == 15
+    assert checked == 30  # 3 epochs x 2 videos x 5 views
 
 
 @pytest.mark.gpu
