@@ -49,6 +49,28 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from orchestration.evaluate import load_encoder, run_evaluation
+    from orchestration.tracking import TrackingUnavailable, resolve_tracking_uri
+
+    if (args.checkpoint is None) == (args.model_uri is None):
+        print("ctrlaug evaluate: give exactly one of --checkpoint and --model-uri",
+              file=sys.stderr)
+        return 2
+    try:
+        uri = resolve_tracking_uri(args.tracking_uri or "", str(args.storage_path))
+        encoder, pretrain_run = load_encoder(args.checkpoint, args.model_uri, uri)
+        results = run_evaluation(args.protocol.split(","), encoder, args.train, args.test, uri,
+                                 pretrain_run, args.storage_path / "feature-cache",
+                                 backend=args.backend)
+    except (ValueError, TrackingUnavailable) as error:
+        print(f"ctrlaug evaluate: {error}", file=sys.stderr)
+        return 2
+    for key, value in results.items():
+        print(f"{key:14s} {value if isinstance(value, str) else f'{value:.4f}'}")
+    return 0
+
+
 def _synth(args: argparse.Namespace) -> int:
     from preprocessing.synth import SynthConfig, synthesize
 
@@ -183,6 +205,20 @@ def _add_data_commands(commands) -> None:
     inspect = commands.add_parser("inspect", help="summarise a shard folder")
     inspect.add_argument("shards", type=Path)
     inspect.set_defaults(handler=_inspect)
+
+    evaluate = commands.add_parser("evaluate", help="linear probe and retrieval of a "
+                                                    "pretrained encoder, tracked in MLflow")
+    evaluate.add_argument("--protocol", default="linear,retrieval",
+                          help="comma-separated: linear, retrieval (finetune: not yet)")
+    evaluate.add_argument("--checkpoint", type=Path, help="a pretraining checkpoint.pt")
+    evaluate.add_argument("--model-uri", help="an MLflow model URI, e.g. runs:/ID/encoder")
+    evaluate.add_argument("--train", type=Path, required=True, help="train shard folder")
+    evaluate.add_argument("--test", type=Path, required=True, help="test shard folder")
+    evaluate.add_argument("--tracking-uri", help="MLflow server (default: SQLite in "
+                                                 "--storage-path)")
+    evaluate.add_argument("--storage-path", type=Path, default=Path("runs"))
+    evaluate.add_argument("--backend", default="dali", choices=["dali", "reference"])
+    evaluate.set_defaults(handler=_evaluate)
 
     preview = commands.add_parser("preview", help="draw one video's views, boxes, time spans "
                                                   "and S_k heat maps")

@@ -256,7 +256,9 @@ def run_pretraining(config: ExperimentConfig) -> dict:
         raise NonFiniteLoss(stopped.read_text().strip())
     logger.finish("FINISHED")
     metrics = dict(result.metrics or {})
-    metrics.update(mlflow_run_id=run_id, tracking_uri=uri)
+    checkpoint = result.checkpoint.path if result.checkpoint is not None else None
+    metrics.update(mlflow_run_id=run_id, tracking_uri=uri,
+                   checkpoint=str(Path(checkpoint) / CHECKPOINT_FILE) if checkpoint else None)
     print(f"pretraining {config.run.name}: done; MLflow run {run_id} at {uri}",
           file=sys.stderr)
     return metrics

@@ -1,0 +1,226 @@
+"""Downstream evaluation of a pretrained encoder: linear probe and retrieval, tracked in MLflow.
+
+Features: every video's N uniformly spaced clips (default 10), centre crop 112, no jitter
+(`build_eval_loader`), encoded with f and pooled to (N, 512); they are computed once per
+(encoder, shard folder) and cached beside the job (`features-*.pt`).
+
+- Linear probe: the encoder is frozen; a linear classifier is trained on the clip features of
+  the train videos (each of the N clips is one training example), then every test video is
+  predicted by the mean of its clips' softmax. Reports top-1, top-5 and per-class accuracy and
+  a confusion matrix.
+- Retrieval: a video's feature is the mean of its clips' features, L2-normalised; test videos
+  query the train videos by cosine similarity (no centring); R@1/5/10/20.
+
+Each evaluation is an MLflow run tagged with the pretraining run it evaluates
+(`ctrlaug.pretrain_run`, and MLflow's parent-run tag), with the confusion matrix and a picture of
+a few queries and their nearest neighbours. Finetuning is not implemented yet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from model.encoder import R3D18, pool_features
+from model.evaluation import (
+    average_clip_softmax,
+    per_class_accuracy,
+    retrieval_recall,
+    top_k_accuracy,
+    train_linear_probe,
+)
+from orchestration.pretrain import load_checkpoint
+from orchestration.preview import _frames_to_uint8
+from pipeline import build_eval_loader
+
+
+@dataclass
+class Features:
+    """clips (V, N, D) pooled clip features; labels (V,); video_id; first_frames (V, H, W, 3)."""
+
+    clips: torch.Tensor
+    labels: torch.Tensor
+    video_id: list[str]
+    first_frames: np.ndarray
+
+
+def encoder_from_checkpoint(path: Path) -> tuple[R3D18, str | None]:
+    """The encoder of a pretraining checkpoint and the MLflow run it came from."""
+    saved = load_checkpoint(path)
+    model = saved["config"]["model"]
+    encoder = R3D18(model["width"], model["global_unstrided_stages"])
+    prefix = "encoder."
+    encoder.load_state_dict({k[len(prefix):]: v for k, v in saved["model"].items()
+                             if k.startswith(prefix)})
+    return encoder, saved.get("mlflow_run_id")
+
+
+@torch.no_grad()
+def extract_features(encoder: R3D18, shards: Path, clips: int = 10, batch_size: int = 8,
+                     backend: str = "dali") -> Features:
+    encoder.eval()
+    loader = build_eval_loader(shards, batch_size, clips=clips, backend=backend, prefetch=2)
+    parts, labels, ids, firsts = [], [], [], []
+    for batch in loader:
+        b, n = batch.frames.shape[:2]
+        maps = encoder.forward_clip(batch.frames.flatten(0, 1))  # (B*N, C, T, H, W)
+        parts.append(pool_features(maps).unflatten(0, (b, n)))  # (B, N, C)
+        labels.append(batch.label)
+        ids += batch.video_id
+        firsts += [_frames_to_uint8(batch.frames[i, 0])[0] for i in range(b)]
+    if loader.stats.skipped:
+        print(f"skipped {len(loader.stats.skipped)} undecodable videos: "
+              f"{loader.stats.skipped[:3]}")
+    return Features(torch.cat(parts), torch.cat(labels), ids, np.stack(firsts))
+
+
+def cached_features(encoder: R3D18, shards: Path, cache: Path, clips: int = 10,
+                    backend: str = "dali") -> Features:
+    """extract_features, kept in `cache` under a key of the weights and the shard manifest."""
+    digest = hashlib.sha256()
+    for tensor in encoder.state_dict().values():
+        digest.update(tensor.cpu().numpy().tobytes())
+    digest.update((Path(shards) / "manifest.json").read_bytes())
+    digest.update(str(clips).encode())
+    path = cache / f"features-{digest.hexdigest()[:16]}.pt"
+    if path.is_file():
+        saved = torch.load(path, weights_only=True)
+        return Features(saved["clips"], saved["labels"], saved["video_id"],
+                        saved["first_frames"].numpy())
+    features = extract_features(encoder, shards, clips, backend=backend)
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save({"clips": features.clips, "labels": features.labels,
+                "video_id": features.video_id,
+                "first_frames": torch.from_numpy(features.first_frames)}, path)
+    return features
+
+
+def linear_probe(train: Features, test: Features, num_classes: int, epochs: int = 100
+                 ) -> dict:
+    """Train on every train clip, test by the mean clip softmax; returns metrics and matrix."""
+    n = train.clips.shape[1]
+    mean, std = train.clips.mean((0, 1)), train.clips.std((0, 1)) + 1e-6  # feature scaling
+    x = ((train.clips - mean) / std).reshape(-1, train.clips.shape[-1])
+    y = train.labels.repeat_interleave(n)
+    probe = train_linear_probe(x, y, num_classes, epochs=epochs)
+    with torch.no_grad():
+        probabilities = average_clip_softmax(probe((test.clips - mean) / std))  # (V, C)
+    predictions = probabilities.argmax(1)
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    confusion.index_put_((test.labels, predictions), torch.ones_like(predictions),
+                         accumulate=True)
+    return {"top1": top_k_accuracy(probabilities, test.labels, 1),
+            "top5": top_k_accuracy(probabilities, test.labels, 5),
+            "per_class": per_class_accuracy(predictions, test.labels, num_classes).tolist(),
+            "confusion": confusion}
+
+
+def retrieval(train: Features, test: Features) -> dict:
+    """R@k of test videos querying train videos by their mean clip features."""
+    recall = retrieval_recall(test.clips.mean(1), test.labels, train.clips.mean(1),
+                              train.labels)
+    return {f"R@{k}": value for k, value in recall.items()}
+
+
+def confusion_image(confusion: torch.Tensor, classes: list[str], cell: int = 24) -> Image.Image:
+    c = len(classes)
+    rows = confusion.float() / confusion.sum(1, keepdim=True).clamp_min(1)
+    margin = 12 + 7 * max(len(name) for name in classes)
+    image = Image.new("RGB", (margin + c * cell + 10, 20 + c * cell + 10), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((margin, 4), "rows: true class, columns: predicted", fill="black")
+    for i, name in enumerate(classes):
+        draw.text((4, 20 + i * cell + 6), name, fill="black")
+        for j in range(c):
+            shade = int(255 * (1 - rows[i, j].item()))
+            box = [margin + j * cell, 20 + i * cell, margin + (j + 1) * cell - 1,
+                   20 + (i + 1) * cell - 1]
+            draw.rectangle(box, fill=(shade, shade, 255))
+            draw.text((box[0] + 4, box[1] + 6), str(int(confusion[i, j])), fill="black")
+    return image
+
+
+def retrieval_image(train: Features, test: Features, classes: list[str], queries: int = 4,
+                    neighbours: int = 4) -> Image.Image:
+    """A few test queries (first frame) and their nearest train videos; green = same class."""
+    gallery = torch.nn.functional.normalize(train.clips.mean(1), dim=1)
+    query = torch.nn.functional.normalize(test.clips.mean(1), dim=1)
+    nearest = (query @ gallery.T).topk(min(neighbours, len(gallery)), dim=1).indices
+    size = train.first_frames.shape[1]
+    image = Image.new("RGB", ((neighbours + 1) * (size + 8) + 8,
+                              min(queries, len(query)) * (size + 24) + 8), "white")
+    draw = ImageDraw.Draw(image)
+    for row in range(min(queries, len(query))):
+        y = 8 + row * (size + 24)
+        image.paste(Image.fromarray(test.first_frames[row]), (8, y + 14))
+        draw.text((8, y), f"query: {classes[int(test.labels[row])]}", fill="black")
+        for column, index in enumerate(nearest[row].tolist(), start=1):
+            x = 8 + column * (size + 8)
+            same = int(train.labels[index]) == int(test.labels[row])
+            draw.rectangle([x - 3, y + 11, x + size + 2, y + size + 16],
+                           outline=(0, 160, 0) if same else (200, 0, 0), width=3)
+            image.paste(Image.fromarray(train.first_frames[index]), (x, y + 14))
+    return image
+
+
+def load_encoder(checkpoint: Path | None, model_uri: str | None, tracking_uri: str
+                 ) -> tuple[R3D18, str | None]:
+    """From a pretraining checkpoint file, or an MLflow model URI (runs:/ID/encoder, ...)."""
+    if checkpoint is not None:
+        if not Path(checkpoint).is_file():
+            raise ValueError(f"checkpoint {checkpoint} not found")
+        return encoder_from_checkpoint(Path(checkpoint))
+    import mlflow
+    import mlflow.pytorch
+
+    mlflow.set_tracking_uri(tracking_uri)
+    encoder = mlflow.pytorch.load_model(model_uri, map_location="cpu")
+    run_id = model_uri.split("/")[1] if model_uri.startswith("runs:/") else None
+    return encoder, run_id
+
+
+def run_evaluation(protocols: list[str], encoder: R3D18, train_shards: Path, test_shards: Path,
+                   tracking_uri: str, pretrain_run: str | None, cache: Path,
+                   name: str = "evaluation", backend: str = "dali") -> dict:
+    """Evaluate `encoder` with the protocols ("linear", "retrieval"); log an MLflow run."""
+    from mlflow.tracking import MlflowClient
+
+    from orchestration.tracking import check_reachable
+
+    unknown = sorted(set(protocols) - {"linear", "retrieval"})
+    if unknown:
+        raise ValueError(f"protocol(s) {unknown} not available (linear, retrieval; finetune is "
+                         f"not implemented yet)")
+    check_reachable(tracking_uri)
+    classes = json.loads((Path(train_shards) / "manifest.json").read_text())["classes"]
+    train = cached_features(encoder, train_shards, cache, backend=backend)
+    test = cached_features(encoder, test_shards, cache, backend=backend)
+    results: dict = {}
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name("ctrlaug-evaluate")
+    experiment = found.experiment_id if found else client.create_experiment("ctrlaug-evaluate")
+    tags = {"ctrlaug.train_shards": str(train_shards), "ctrlaug.test_shards": str(test_shards)}
+    if pretrain_run:
+        tags |= {"ctrlaug.pretrain_run": pretrain_run, "mlflow.parentRunId": pretrain_run}
+    run = client.create_run(experiment, run_name=name, tags=tags)
+    run_id = run.info.run_id
+    if "linear" in protocols:
+        probe = linear_probe(train, test, len(classes))
+        results |= {"linear_top1": probe["top1"], "linear_top5": probe["top5"]}
+        client.log_image(run_id, confusion_image(probe["confusion"], classes),
+                         "confusion_matrix.png")
+        client.log_dict(run_id, dict(zip(classes, probe["per_class"], strict=True)),
+                        "per_class_accuracy.json")
+    if "retrieval" in protocols:
+        results |= retrieval(train, test)
+        client.log_image(run_id, retrieval_image(train, test, classes), "retrieval.png")
+    for key, value in results.items():
+        client.log_metric(run_id, key.replace("@", "_at_"), value)
+    client.set_terminated(run_id)
+    return {**results, "mlflow_run_id": run_id}

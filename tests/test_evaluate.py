@@ -1,0 +1,57 @@
+"""Evaluation of an encoder on real shards: features, linear probe, retrieval, MLflow records."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from mlflow.tracking import MlflowClient
+
+from model.encoder import R3D18
+from orchestration.evaluate import cached_features, run_evaluation
+
+CTRLAUG = str(Path(sys.executable).parent / "ctrlaug")
+
+
+def test_features_are_ten_clips_per_video_and_cached(shards, tmp_path):
+    torch.manual_seed(0)
+    encoder = R3D18(width=4)
+    first = cached_features(encoder, shards["frames"], tmp_path)
+    assert first.clips.shape == (6, 10, 32) and len(first.video_id) == 6
+    assert first.first_frames.shape == (6, 112, 112, 3)
+    (cache_file,) = tmp_path.glob("features-*.pt")
+    stamp = cache_file.stat().st_mtime_ns
+    again = cached_features(encoder, shards["frames"], tmp_path)
+    assert torch.equal(again.clips, first.clips) and cache_file.stat().st_mtime_ns == stamp
+
+
+def test_linear_and_retrieval_are_logged_and_linked_to_the_pretraining_run(shards, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    parent = client.create_run(client.create_experiment("ctrlaug-pretrain")).info.run_id
+    torch.manual_seed(0)
+    # The same videos as VP9 (queries) and as JPEG frames (gallery): each query's nearest
+    # neighbour is itself, so retrieval must be perfect even with a random encoder.
+    results = run_evaluation(["linear", "retrieval"], R3D18(width=4), shards["frames"],
+                             shards["video"], uri, parent, tmp_path / "cache")
+    assert results["R@1"] == 1.0 and results["R@5"] == 1.0
+    assert 0 <= results["linear_top1"] <= 1 and results["linear_top5"] == 1.0  # 2 classes
+    run = client.get_run(results["mlflow_run_id"])
+    assert run.data.tags["ctrlaug.pretrain_run"] == parent
+    assert run.data.metrics["R_at_1"] == 1.0 and "linear_top1" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"confusion_matrix.png", "retrieval.png", "per_class_accuracy.json"} <= artifacts
+
+
+def test_evaluate_command_errors_are_one_line(shards, tmp_path):
+    both = subprocess.run([CTRLAUG, "evaluate", "--checkpoint", "x.pt", "--model-uri", "m",
+                           "--train", str(shards["frames"]), "--test", str(shards["video"])],
+                          capture_output=True, text=True)
+    assert both.returncode == 2 and "exactly one of" in both.stderr
+    missing = subprocess.run([CTRLAUG, "evaluate", "--checkpoint", str(tmp_path / "x.pt"),
+                              "--train", str(shards["frames"]), "--test", str(shards["video"]),
+                              "--storage-path", str(tmp_path)], capture_output=True, text=True)
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == f"ctrlaug evaluate: checkpoint {tmp_path / 'x.pt'} not found"
