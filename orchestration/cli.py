@@ -51,6 +51,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from orchestration.evaluate import load_encoder, run_evaluation
+    from orchestration.finetune import FinetuneConfig
     from orchestration.tracking import TrackingUnavailable, resolve_tracking_uri
 
     if (args.checkpoint is None) == (args.model_uri is None):
@@ -60,9 +61,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     try:
         uri = resolve_tracking_uri(args.tracking_uri or "", str(args.storage_path))
         encoder, pretrain_run = load_encoder(args.checkpoint, args.model_uri, uri)
+        finetune = FinetuneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                                  workers=args.workers, backend=args.backend)
         results = run_evaluation(args.protocol.split(","), encoder, args.train, args.test, uri,
                                  pretrain_run, args.storage_path / "feature-cache",
-                                 backend=args.backend)
+                                 backend=args.backend, finetune=finetune)
     except (ValueError, TrackingUnavailable) as error:
         print(f"ctrlaug evaluate: {error}", file=sys.stderr)
         return 2
@@ -209,7 +212,7 @@ def _add_data_commands(commands) -> None:
     evaluate = commands.add_parser("evaluate", help="linear probe and retrieval of a "
                                                     "pretrained encoder, tracked in MLflow")
     evaluate.add_argument("--protocol", default="linear,retrieval",
-                          help="comma-separated: linear, retrieval (finetune: not yet)")
+                          help="comma-separated: linear, retrieval, finetune")
     evaluate.add_argument("--checkpoint", type=Path, help="a pretraining checkpoint.pt")
     evaluate.add_argument("--model-uri", help="an MLflow model URI, e.g. runs:/ID/encoder")
     evaluate.add_argument("--train", type=Path, required=True, help="train shard folder")
@@ -218,6 +221,10 @@ def _add_data_commands(commands) -> None:
                                                  "--storage-path)")
     evaluate.add_argument("--storage-path", type=Path, default=Path("runs"))
     evaluate.add_argument("--backend", default="dali", choices=["dali", "reference"])
+    evaluate.add_argument("--epochs", type=int, default=10, help="finetune epochs")
+    evaluate.add_argument("--lr", type=float, default=3e-4, help="finetune learning rate")
+    evaluate.add_argument("--batch-size", type=int, default=16, help="finetune global batch")
+    evaluate.add_argument("--workers", type=int, default=1, help="finetune Ray workers")
     evaluate.set_defaults(handler=_evaluate)
 
     preview = commands.add_parser("preview", help="draw one video's views, boxes, time spans "
