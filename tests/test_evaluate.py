@@ -55,3 +55,22 @@ def test_evaluate_command_errors_are_one_line(shards, tmp_path):
                               "--storage-path", str(tmp_path)], capture_output=True, text=True)
     assert missing.returncode == 2
     assert missing.stderr.strip() == f"ctrlaug evaluate: checkpoint {tmp_path / 'x.pt'} not found"
+
+
+def test_an_encoder_logged_to_mlflow_loads_back_by_model_uri(tmp_path):
+    from orchestration.evaluate import load_encoder
+    from orchestration.tracking import RunLogger
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("x")).info.run_id
+    torch.manual_seed(0)
+    encoder = R3D18(width=4)
+    RunLogger(uri, run_id).model(encoder, "encoder")
+    loaded, pretrain_run = load_encoder(None, f"runs:/{run_id}/encoder", uri)
+    assert pretrain_run == run_id
+    x = torch.randn(1, 3, 16, 32, 32)
+    encoder.eval()
+    loaded.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.forward_clip(x), encoder.forward_clip(x))
