@@ -39,7 +39,7 @@ from model.evaluation import (
 )
 from orchestration.finetune import FinetuneConfig, run_finetune
 from orchestration.pretrain import load_checkpoint
-from orchestration.preview import _frames_to_uint8
+from orchestration.preview import frames_to_uint8
 from pipeline import build_eval_loader
 
 
@@ -76,7 +76,7 @@ def extract_features(encoder: R3D18, shards: Path, clips: int = 10, batch_size: 
         parts.append(pool_features(maps).unflatten(0, (b, n)))  # (B, N, C)
         labels.append(batch.label)
         ids += batch.video_id
-        firsts += [_frames_to_uint8(batch.frames[i, 0])[0] for i in range(b)]
+        firsts += [frames_to_uint8(batch.frames[i, 0])[0] for i in range(b)]
     if loader.stats.skipped:
         print(f"skipped {len(loader.stats.skipped)} undecodable videos: "
               f"{loader.stats.skipped[:3]}")

@@ -24,7 +24,7 @@ COLOURS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 13
 LOCAL_GRID, GLOBAL_GRID = (2, 4, 4), (8, 4, 4)
 
 
-def _frames_to_uint8(frames: torch.Tensor) -> np.ndarray:
+def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:
     """(3, L, H, W) normalised -> (L, H, W, 3) uint8."""
     x = frames.detach().float().cpu().numpy()
     x = x * np.array(STD).reshape(3, 1, 1, 1) + np.array(MEAN).reshape(3, 1, 1, 1)
@@ -56,7 +56,7 @@ def render_preview(batch: PretrainBatch, index: int = 0, frames_shown: int = 8) 
     g, loc = batch.global_params, batch.local_params
     global_box = g.box[index].cpu().numpy()
     global_flip = bool(g.flip[index])
-    frames = _frames_to_uint8(batch.global_frames[index])  # (L, S, S, 3)
+    frames = frames_to_uint8(batch.global_frames[index])  # (L, S, S, 3)
     length, size = frames.shape[0], frames.shape[1]
     shown = np.linspace(0, length - 1, frames_shown).round().astype(int)
     num_clips = loc.box.shape[1]
