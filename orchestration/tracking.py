@@ -9,8 +9,6 @@ logging to the same run.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import subprocess
 import tempfile
 import urllib.request
@@ -121,10 +119,3 @@ class RunLogger:
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)
-
-
-def write_json(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + f".tmp{os.getpid()}")
-    temporary.write_text(json.dumps(value, indent=2))
-    os.replace(temporary, path)
