@@ -1,7 +1,9 @@
 """MLflow for pretraining: where runs go, one run per job, and what rank 0 logs to it.
 
-The default store is a SQLite file in the job's storage folder (no server needed); a server URL
-in run.tracking_uri is checked for reachability before training starts. A job (run.name) maps
+Where runs go: run.tracking_uri (or --tracking-uri) if set, else the standard
+MLFLOW_TRACKING_URI environment variable (how the compose stack points every service at its
+server), else a SQLite file in the job's storage folder (no server needed). A server URL is
+checked for reachability before training starts. A job (run.name) maps
 to one MLflow run, found again by its `ctrlaug.job` tag, so a resumed or restarted job keeps
 logging to the same run.
 """
@@ -9,6 +11,7 @@ logging to the same run.
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import tempfile
 import urllib.request
@@ -26,8 +29,11 @@ class TrackingUnavailable(RuntimeError):
 
 
 def resolve_tracking_uri(tracking_uri: str, storage_path: str) -> str:
+    """The configured URI, else $MLFLOW_TRACKING_URI, else sqlite:///STORAGE/mlflow.db."""
     if tracking_uri:
         return tracking_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
     folder = Path(storage_path).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / 'mlflow.db'}"

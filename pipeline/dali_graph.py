@@ -6,8 +6,10 @@ the packed parameter row the host sampler produced (pipeline.packing):
     decode -> crop ROI + resize (bilinear, no antialias) -> brightness/contrast -> hue/saturation
            -> Gaussian blur -> flip + normalise (float, channels first)
 
-`video` payloads: `fn.decoders.video` decodes the concatenated frame list of all V views
-(V * L indices, in order, repeats allowed) once per video; each view is a slice of that sequence.
+`video` payloads: `fn.decoders.video` decodes the sorted distinct frames that any of the V views
+needs, once per video, in one forward pass (no backward seeks: NVDEC pays dearly for each);
+`fn.sequence_rearrange` then lays them out view after view (V * L frames, repeats allowed) and
+each view is a slice of that sequence.
 `frames` payloads: every needed JPEG is one sample of the image decoder (a batch of B * V * L
 images), so only the needed frames are decoded; the host regroups them.
 
@@ -43,11 +45,14 @@ def _augment(frames, row, size: int, jitter: bool, blur: bool, layout: str):
 @pipeline_def
 def video_views_graph(views: int, clip_frames: int, size: int, jitter: bool, blur: bool,
                       decoder_device: str):
-    """Per sample: encoded video, frame list (V*L,), rows (V, 10) -> V outputs (C, L, s, s)."""
+    """Per sample: encoded video, distinct sorted frames (U,), order (V*L,) into them,
+    rows (V, 10) -> V outputs (C, L, s, s)."""
     encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
-    frame_list = fn.external_source(name="frames", dtype=types.INT32, ndim=1)
+    distinct = fn.external_source(name="frames", dtype=types.INT32, ndim=1)
+    order = fn.external_source(name="order", dtype=types.INT32, ndim=1)
     rows = fn.external_source(name="rows", dtype=types.FLOAT, ndim=2)
-    video = fn.decoders.video(encoded, device=decoder_device, frames=frame_list)  # (V*L,H,W,3)
+    decoded = fn.decoders.video(encoded, device=decoder_device, frames=distinct)  # (U,H,W,3)
+    video = fn.sequence_rearrange(decoded, new_order=order)  # (V*L, H, W, 3)
     outputs = []
     for view in range(views):
         clip = video[view * clip_frames:(view + 1) * clip_frames]  # (L, H, W, 3)
@@ -117,8 +122,10 @@ class DaliViews:
         assert rows.shape == (b, v, PARAMS_WIDTH) and v == self.views
         if self.payload_format == "video":
             self.pipe.feed_input("encoded", [np.frombuffer(p, dtype=np.uint8) for p in payloads])
-            self.pipe.feed_input("frames", [f.reshape(-1).astype(np.int32)
-                                            for f in frame_indices])
+            distinct, order = zip(*(np.unique(f.reshape(-1), return_inverse=True)
+                                    for f in frame_indices), strict=True)
+            self.pipe.feed_input("frames", [d.astype(np.int32) for d in distinct])
+            self.pipe.feed_input("order", [o.astype(np.int32) for o in order])
             self.pipe.feed_input("rows", [np.ascontiguousarray(r) for r in rows])
             outputs = self.pipe.run()
             views = [_to_torch(out, self.torch_device) for out in outputs]  # V x (B,3,L,s,s)

@@ -1,0 +1,114 @@
+"""Pretraining step throughput of the full objective: fp32 vs bf16 + channels_last_3d, same batch.
+
+Synthesizes a few videos, shards them, takes real pretraining batches from the DALI loader
+(global view + K local clips, full augmentation, every parameter emitted), then times
+`orchestration.train_step.training_step` of the full-width PretrainNetwork (R3D-18 f / f',
+projection heads, L_rc, MINE + GRL, L_td) on those batches, once per precision, and prints
+videos/s, clips/s (1 + K per video) and the ratio to fp32. The loss after the timed steps is
+printed too: repeated steps on the same batches must lower it. Meant for a GPU host (it runs on
+the CPU too, slowly: use --width 8 --batch-size 4 there to try it).
+
+    python benchmarks/train_step_throughput.py                 # a GPU host
+    .venv/bin/python benchmarks/train_step_throughput.py --device cpu --width 8 \
+        --batch-size 4 --steps 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from model import LossConfig, ModelConfig, PretrainNetwork
+from orchestration.train_step import training_step
+from pipeline import build_pretrain_loader
+from pipeline.config import AugmentConfig
+from preprocessing.config import PreprocessConfig
+from preprocessing.job import local_executor, run_preprocess
+from preprocessing.sources import list_dataset
+from preprocessing.synth import SynthConfig, synthesize
+
+
+def real_batches(shards: Path, batch_size: int, device: str, count: int, threads: int) -> list:
+    """`count` pretraining batches from the DALI loader, kept on the device."""
+    loader = build_pretrain_loader(shards, batch_size, device=device, num_threads=threads,
+                                   levels_per_batch=4, config=AugmentConfig(), prefetch=1)
+    batches = []
+    for batch in loader:
+        batches.append(batch)
+        if len(batches) == count:
+            return batches
+    raise RuntimeError(f"{shards} gave {len(batches)} batches of {batch_size}, need {count}")
+
+
+def step_rate(batches: list, width: int, bf16: bool, steps: int,
+              warmup: int) -> tuple[float, float, float]:
+    """(videos/s, first loss, last loss) of `steps` timed training steps over `batches`."""
+    torch.manual_seed(0)
+    device = batches[0].global_frames.device
+    network = PretrainNetwork(ModelConfig(width=width), LossConfig()).to(device)
+    if bf16:
+        network = network.to(memory_format=torch.channels_last_3d)
+    optimizer = torch.optim.Adam(network.parameters(), lr=1e-4)
+    frames = tuple(batches[0].global_frames.shape[2:])
+    grids = network.grids(frames)
+    losses = []
+    for i in range(warmup):
+        losses.append(training_step(network, optimizer, batches[i % len(batches)], grids, i,
+                                    bf16=bf16).total.item())
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    videos = 0
+    for i in range(steps):
+        batch = batches[i % len(batches)]
+        breakdown = training_step(network, optimizer, batch, grids, warmup + i, bf16=bf16)
+        videos += len(batch.video_id)
+    last = breakdown.total.item()  # synchronises
+    return videos / (time.perf_counter() - start), losses[0] if losses else last, last
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="gpu", choices=["gpu", "cpu"])
+    parser.add_argument("--batch-size", type=int, default=32, help="videos per step")
+    parser.add_argument("--width", type=int, default=64, help="R3D-18 base width (64 = full)")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--precisions", default="fp32,bf16")
+    args = parser.parse_args()
+    if args.device == "gpu" and not torch.cuda.is_available():
+        parser.error("no CUDA device: use --device cpu")
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        synthesize(root / "videos", SynthConfig(classes=4, videos_per_class=args.batch_size // 2,
+                                                frames=76, width=320, height=240))
+        listing = list_dataset("folder", root / "videos")
+        run_preprocess(listing, PreprocessConfig(payload="frames", videos_per_shard=16),
+                       root / "shards", local_executor(args.threads), log=io.StringIO())
+        batches = real_batches(root / "shards", args.batch_size, args.device, 2, args.threads)
+        clips = 1 + batches[0].local_frames.shape[1]
+        print(f"batch {args.batch_size} videos x {clips} clips of "
+              f"{tuple(batches[0].global_frames.shape[2:])}, R3D-18 width {args.width}, "
+              f"torch {torch.__version__}"
+              + (f", {torch.cuda.get_device_name()}" if args.device == "gpu" else ", CPU"))
+        baseline = None
+        precisions = args.precisions.split(",")
+        for precision in precisions:
+            rate, first, last = step_rate(batches, args.width, precision == "bf16", args.steps,
+                                          args.warmup)
+            baseline = baseline or rate
+            print(f"{precision:5s} {rate:8.2f} videos/s {rate * clips:8.1f} clips/s "
+                  f"{rate / baseline:5.2f}x {precisions[0]}   loss {first:.3f} -> {last:.3f}",
+                  flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

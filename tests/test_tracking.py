@@ -1,0 +1,22 @@
+"""Where MLflow runs go: the configured URI, then $MLFLOW_TRACKING_URI, then a SQLite file."""
+
+from __future__ import annotations
+
+from orchestration.tracking import resolve_tracking_uri
+
+
+def test_configured_uri_wins_over_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    assert resolve_tracking_uri("http://other:5000", str(tmp_path)) == "http://other:5000"
+
+
+def test_environment_is_used_when_nothing_is_configured(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    assert resolve_tracking_uri("", str(tmp_path)) == "http://mlflow:5000"
+
+
+def test_default_is_sqlite_in_the_storage_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    store = tmp_path / "runs"
+    assert resolve_tracking_uri("", str(store)) == f"sqlite:///{store / 'mlflow.db'}"
+    assert store.is_dir()
