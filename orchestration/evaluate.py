@@ -215,21 +215,25 @@ def run_evaluation(protocols: list[str], encoder: R3D18, train_shards: Path, tes
         tags |= {"ctrlaug.pretrain_run": pretrain_run, "mlflow.parentRunId": pretrain_run}
     run = client.create_run(experiment, run_name=name, tags=tags)
     run_id = run.info.run_id
-    if "linear" in protocols:
-        probe = linear_probe(train, test, len(classes))
-        results |= {"linear_top1": probe["top1"], "linear_top5": probe["top5"]}
-        client.log_image(run_id, confusion_image(probe["confusion"], classes),
-                         "confusion_matrix.png")
-        client.log_dict(run_id, dict(zip(classes, probe["per_class"], strict=True)),
-                        "per_class_accuracy.json")
-    if "retrieval" in protocols:
-        results |= retrieval(train, test)
-        client.log_image(run_id, retrieval_image(train, test, classes), "retrieval.png")
-    if "finetune" in protocols:
-        results |= run_finetune(encoder, len(classes), train_shards, test_shards,
-                                finetune or FinetuneConfig(backend=backend), f"finetune-{run_id}",
-                                cache.parent)
-    for key, value in results.items():
-        client.log_metric(run_id, key.replace("@", "_at_"), value)
-    client.set_terminated(run_id)
+    status = "FAILED"  # unless every protocol finishes; what finished is logged either way
+    try:
+        if "linear" in protocols:
+            probe = linear_probe(train, test, len(classes))
+            results |= {"linear_top1": probe["top1"], "linear_top5": probe["top5"]}
+            client.log_image(run_id, confusion_image(probe["confusion"], classes),
+                             "confusion_matrix.png")
+            client.log_dict(run_id, dict(zip(classes, probe["per_class"], strict=True)),
+                            "per_class_accuracy.json")
+        if "retrieval" in protocols:
+            results |= retrieval(train, test)
+            client.log_image(run_id, retrieval_image(train, test, classes), "retrieval.png")
+        if "finetune" in protocols:
+            results |= run_finetune(encoder, len(classes), train_shards, test_shards,
+                                    finetune or FinetuneConfig(backend=backend),
+                                    f"finetune-{run_id}", cache.parent)
+        status = "FINISHED"
+    finally:
+        for key, value in results.items():
+            client.log_metric(run_id, key.replace("@", "_at_"), value)
+        client.set_terminated(run_id, status)
     return {**results, "mlflow_run_id": run_id}

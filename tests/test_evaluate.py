@@ -6,11 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
 from model.encoder import R3D18
 from orchestration.evaluate import cached_features, run_evaluation
+from orchestration.finetune import FinetuneConfig
 
 CTRLAUG = str(Path(sys.executable).parent / "ctrlaug")
 
@@ -74,3 +76,15 @@ def test_an_encoder_logged_to_mlflow_loads_back_by_model_uri(tmp_path):
     loaded.eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded.forward_clip(x), encoder.forward_clip(x))
+
+
+def test_a_failed_protocol_marks_the_run_failed_and_keeps_what_finished(shards, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    failing = FinetuneConfig(backend="no-such-backend", max_failures=0, epochs=1)
+    with pytest.raises(Exception, match="no-such-backend"):
+        run_evaluation(["retrieval", "finetune"], R3D18(width=4), shards["frames"],
+                       shards["video"], uri, None, tmp_path / "cache", finetune=failing)
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("ctrlaug-evaluate").experiment_id])
+    assert run.info.status == "FAILED"
+    assert run.data.metrics["R_at_1"] == 1.0  # retrieval finished before finetuning failed
