@@ -32,8 +32,8 @@ mkdir -p "$work"
 step() { echo "== $(date -u +%T) $*"; }
 fail() { echo "test-build: $*" >&2; exit 1; }
 
-for tool in podman debootstrap chroot; do
-  command -v "$tool" >/dev/null || fail "$tool is missing (apt-get install podman debootstrap)"
+for tool in podman debootstrap chroot curl npm git; do
+  command -v "$tool" >/dev/null || fail "$tool is missing (apt-get install podman debootstrap curl)"
 done
 
 # --- 1. static checks ----------------------------------------------------------------------
@@ -46,8 +46,8 @@ step "dclint docker/compose.yaml (compose-spec schema)"
 "$work/node_modules/.bin/dclint" --config docker/dclint.yaml --max-warnings 0 docker/compose.yaml
 
 step "one install recipe: the same make steps in both Dockerfiles"
-gpu_recipe=$(grep '^RUN make ' docker/Dockerfile)
-cpu_recipe=$(grep '^RUN make ' docker/Dockerfile.cpu)
+gpu_recipe=$(grep -E '\bmake (deps|venv)\b' docker/Dockerfile || true)
+cpu_recipe=$(grep -E '\bmake (deps|venv)\b' docker/Dockerfile.cpu || true)
 [ -n "$cpu_recipe" ] && [ "$gpu_recipe" = "$cpu_recipe" ] \
   || fail "the Dockerfiles install the project differently: '$gpu_recipe' vs '$cpu_recipe'"
 echo "$cpu_recipe"
@@ -65,11 +65,11 @@ else
 fi
 
 # --- 3. build ------------------------------------------------------------------------------
-build_args=(--build-arg "BASE_IMAGE=$base_image")
+commit=$(git rev-parse HEAD)
+build_args=(--build-arg "BASE_IMAGE=$base_image" --build-arg "GIT_COMMIT=$commit")
 mounts=()
 if [ -f "$ca_bundle" ]; then
-  mounts+=(-v "$ca_bundle:/run/build/ca.crt:ro")
-  build_args+=(--build-arg PIP_CERT=/run/build/ca.crt)
+  build_args+=(--secret "id=pip_cert,src=$ca_bundle")  # the Dockerfiles' optional CA secret
 fi
 if [ -d "$build_wheels" ]; then
   # Local wheels (this machine's CPU torch) instead of PyTorch's CPU index.
@@ -126,15 +126,19 @@ mapfile -t image_env < <(config Env | python3 -c 'import json,sys; print(*json.l
 mapfile -t entrypoint < <(config Entrypoint | python3 -c 'import json,sys; print(*json.load(sys.stdin), sep="\n")')
 [[ "$user" =~ ^[0-9]+(:[0-9]+)?$ && "${user%%:*}" != 0 ]] || fail "image user '$user' is not a numeric non-root user"
 chown -R "${user%%:*}:${user#*:}" "$data"
-in_image() {  # in_image PROGRAM ARGS...: run as the image would, in its root
-  chroot --userspec="$user" "$rootfs" /usr/bin/env -i "${image_env[@]}" HOME=/home/ctrlaug \
+in_image() {  # in_image PROGRAM ARGS...: run as the image would (as $as_user), in its root
+  chroot --userspec="${as_user:-$user}" "$rootfs" /usr/bin/env -i "${image_env[@]}" \
     /bin/sh -c 'cd "$0" && exec "$@"' "$workdir" "$@"
 }
 run_image() { in_image "${entrypoint[@]}" "$@"; }  # docker run IMAGE "$@"
 
 step "docker run $image --help"
-run_image --help | head -5
+run_image --help > "$work/help.txt" && head -5 "$work/help.txt"
 run_image --version
+# Another uid than the image's (docker run --user, CTRLAUG_UID in compose) still has a
+# writable HOME, where Ray and MLflow keep their files.
+as_user=4242:4242 in_image python3 -c \
+  'import pathlib; (pathlib.Path.home() / ".probe").write_text("ok"); print("HOME writable as uid 4242")'
 
 step "in the image: synth -> preprocess -> verify"
 run_image synth --out /data/raw/synth --classes 2 --videos-per-class 3 --frames 40 \
@@ -160,19 +164,28 @@ EOF
 printf '  %s\n' "${mlflow_args[@]}"
 in_image mlflow server "${mlflow_args[@]}" > "$work/mlflow.log" 2>&1 &
 mlflow_pid=$!  # stopped with everything else in the image's root by cleanup
-for _ in $(seq 60); do
+for attempt in $(seq 61); do
   curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
   kill -0 "$mlflow_pid" 2>/dev/null || { cat "$work/mlflow.log"; fail "mlflow server exited"; }
+  [ "$attempt" -le 60 ] || { tail -20 "$work/mlflow.log"; fail "mlflow server not up in 120 s"; }
   sleep 2
 done
-curl -fsS -H "Host: mlflow:$port" "http://127.0.0.1:$port/health" >/dev/null \
+# /health skips MLflow's Host check; the API does not: the compose service name must pass,
+# an unknown name must not.
+status_as() {
+  curl -s -o /dev/null -w '%{http_code}' -H "Host: $1" \
+    "http://127.0.0.1:$port/api/2.0/mlflow/experiments/search?max_results=1"
+}
+[ "$(status_as "mlflow:$port")" = 200 ] \
   || fail "mlflow refuses its compose service name as Host header (--allowed-hosts)"
-echo "mlflow server answers as mlflow:$port"
+[ "$(status_as "rebinding.example.com")" = 403 ] \
+  || fail "mlflow accepts an unknown Host header: --allowed-hosts is not in effect"
+echo "mlflow API answers Host mlflow:$port, refuses rebinding.example.com (403)"
 
 step "in the image: pretrain (Ray Train, 1 CPU worker, 1 epoch) -> MLflow"
 MLFLOW_TRACKING_URI="http://mlflow:$port"
 echo "127.0.0.1 mlflow" >> "$rootfs/etc/hosts"
-image_env+=("MLFLOW_TRACKING_URI=$MLFLOW_TRACKING_URI")
+image_env+=("MLFLOW_TRACKING_URI=$MLFLOW_TRACKING_URI" "EXPECTED_COMMIT=$commit")
 run_image pretrain --config /opt/ctrlaug/src/configs/tiny-cpu.toml \
   --data.shards=/data/shards/synth --data.batch_size=4 --augment.levels_per_batch=2 \
   --run.workers=1 --run.storage_path=/data/runs --run.name=docker-test --optim.epochs=1
@@ -184,6 +197,8 @@ assert run.info.status == "FINISHED", run.info.status
 assert "loss_rc" in run.data.metrics, sorted(run.data.metrics)
 artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
 assert {"config.json", "encoder"} <= artifacts, artifacts
+import os
+assert run.data.tags["git_commit"] == os.environ["EXPECTED_COMMIT"], run.data.tags["git_commit"]
 print("MLflow run", run.info.run_id, run.info.status, "loss", run.data.metrics["loss"],
       "artifacts", sorted(artifacts))
 EOF

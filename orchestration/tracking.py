@@ -53,6 +53,9 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 
 def git_commit() -> str:
+    """The source's git commit; in an image (no .git) the one it was built from, if given."""
+    if os.environ.get("CTRLAUG_GIT_COMMIT", "unknown") != "unknown":
+        return os.environ["CTRLAUG_GIT_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                               cwd=Path(__file__).resolve().parent, timeout=10,

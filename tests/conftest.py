@@ -55,3 +55,13 @@ def shards(videos, tmp_path_factory) -> dict[str, Path]:
                        local_executor(1), log=io.StringIO())
         out[payload] = folder
     return out
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    """A local Ray instance (2 CPUs) for the tests of one module, shut down after them."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

@@ -78,7 +78,8 @@ def test_an_encoder_logged_to_mlflow_loads_back_by_model_uri(tmp_path):
         torch.testing.assert_close(loaded.forward_clip(x), encoder.forward_clip(x))
 
 
-def test_a_failed_protocol_marks_the_run_failed_and_keeps_what_finished(shards, tmp_path):
+def test_a_failed_protocol_marks_the_run_failed_and_keeps_what_finished(shards, tmp_path,
+                                                                         ray_instance):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     failing = FinetuneConfig(backend="no-such-backend", max_failures=0, epochs=1)
     with pytest.raises(Exception, match="no-such-backend"):

@@ -16,12 +16,8 @@ from preprocessing.synth import SynthConfig, synthesize
 
 
 @pytest.fixture(scope="module", autouse=True)
-def ray_instance():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+def _ray(ray_instance):
+    """Every test here runs on one local Ray instance (2 CPUs) per module."""
 
 
 @pytest.fixture(scope="module")

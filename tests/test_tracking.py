@@ -1,8 +1,8 @@
-"""Where MLflow runs go: the configured URI, then $MLFLOW_TRACKING_URI, then a SQLite file."""
+"""MLflow bookkeeping: where runs go (configured URI, environment, SQLite), the commit."""
 
 from __future__ import annotations
 
-from orchestration.tracking import resolve_tracking_uri
+from orchestration.tracking import git_commit, resolve_tracking_uri
 
 
 def test_configured_uri_wins_over_the_environment(tmp_path, monkeypatch):
@@ -20,3 +20,10 @@ def test_default_is_sqlite_in_the_storage_folder(tmp_path, monkeypatch):
     store = tmp_path / "runs"
     assert resolve_tracking_uri("", str(store)) == f"sqlite:///{store / 'mlflow.db'}"
     assert store.is_dir()
+
+
+def test_git_commit_of_an_image_comes_from_its_build_argument(monkeypatch):
+    monkeypatch.setenv("CTRLAUG_GIT_COMMIT", "0123abc")
+    assert git_commit() == "0123abc"
+    monkeypatch.setenv("CTRLAUG_GIT_COMMIT", "unknown")  # the images' default: ask git
+    assert git_commit() != "unknown"  # this checkout is a git repository
