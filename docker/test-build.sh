@@ -46,8 +46,8 @@ step "dclint docker/compose.yaml (compose-spec schema)"
 "$work/node_modules/.bin/dclint" --config docker/dclint.yaml --max-warnings 0 docker/compose.yaml
 
 step "one install recipe: the same make steps in both Dockerfiles"
-gpu_recipe=$(grep -E '\bmake (deps|venv)\b' docker/Dockerfile || true)
-cpu_recipe=$(grep -E '\bmake (deps|venv)\b' docker/Dockerfile.cpu || true)
+gpu_recipe=$(grep -E '^[^#]*\bmake (deps|venv)\b' docker/Dockerfile || true)
+cpu_recipe=$(grep -E '^[^#]*\bmake (deps|venv)\b' docker/Dockerfile.cpu || true)
 [ -n "$cpu_recipe" ] && [ "$gpu_recipe" = "$cpu_recipe" ] \
   || fail "the Dockerfiles install the project differently: '$gpu_recipe' vs '$cpu_recipe'"
 echo "$cpu_recipe"
