@@ -14,10 +14,8 @@ from preprocessing.job import local_executor, run_preprocess
 from preprocessing.sources import list_dataset
 from preprocessing.synth import SynthConfig, synthesize
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _ray(ray_instance):
-    """Every test here runs on one local Ray instance (2 CPUs) per module."""
+# Every test here runs on one local Ray instance (conftest.ray_instance) per module.
+pytestmark = pytest.mark.usefixtures("ray_instance")
 
 
 @pytest.fixture(scope="module")

@@ -69,9 +69,8 @@ def pretrain_shards(tmp_path_factory) -> Path:
     return root / "shards"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _ray(ray_instance):
-    """Every test here runs on one local Ray instance (2 CPUs) per module."""
+# Every test here runs on one local Ray instance (conftest.ray_instance) per module.
+pytestmark = pytest.mark.usefixtures("ray_instance")
 
 
 def config_for(name, shards, storage, uri, *extra):
