@@ -7,6 +7,7 @@ pipeline emitted (model.correspondence), never from config.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from model.config import LossConfig, ModelConfig
@@ -31,7 +32,8 @@ class PretrainNetwork(nn.Module):
 
     def forward(self, global_frames: Tensor, local_frames: Tensor,
                 correspondence: Tensor | None, global_levels: Tensor, local_levels: Tensor,
-                gather_keys: KeyGather = local_keys) -> LossBreakdown:
+                gather_keys: KeyGather = local_keys, gather_views: KeyGather = local_keys,
+                generator: torch.Generator | None = None) -> LossBreakdown:
         """Encode both views and evaluate the objective.
 
         Args:
@@ -40,11 +42,11 @@ class PretrainNetwork(nn.Module):
             correspondence: (B, K, Nc, Nv) S_k from the emitted view parameters (or None when
                 the region contrast is off).
             global_levels: (B,) long; local_levels: (B, K) long, intensity levels.
-            gather_keys: see model.objective.KeyGather.
+            gather_keys, gather_views, generator: see model.objective.Objective.forward.
         """
         b, k = local_frames.shape[:2]
         local_maps = self.encoder.forward_clip(local_frames.flatten(0, 1))  # (B*K, C, Tc, Hc, Wc)
         local_maps = local_maps.unflatten(0, (b, k))  # (B, K, C, Tc, Hc, Wc)
         global_maps = self.encoder.forward_video(global_frames)  # (B, C, Tv, Hv, Wv)
         return self.objective(local_maps, global_maps, correspondence, local_levels,
-                              global_levels, gather_keys)
+                              global_levels, gather_keys, gather_views, generator)

@@ -8,7 +8,10 @@ network G_theta, temporal head G_psi) and turns feature maps plus the correspond
                 every video in the batch; keys may come from other workers through `gather_keys`,
                 a callable supplied by the caller (no collectives here).
   L_mi          (Eq. 6) joint pairs: two views of *different* videos with the *same* intensity
-                level; marginal pairs: the first view with an arbitrary view. G_theta scores them
+                level, over the whole batch (every worker's views arrive through `gather_views`,
+                so a level group spans the global batch as in the paper); marginal pairs: the
+                first view with an arbitrary view (drawn with `generator`, the same on every
+                worker, so every worker computes the same term). G_theta scores them
                 through a gradient-reversal layer, so one backward step makes theta maximise the
                 bound (MINE, moving-average corrected) and the encoder minimise it. Then G_theta,
                 frozen, scores local-global pairs (clip k with its own video's global view = joint,
@@ -40,7 +43,9 @@ from model.projection import ProjectionHead
 from model.temporal import TemporalOrderHead
 
 KeyGather = Callable[[Tensor], tuple[Tensor, int]]
-"""keys (B, ...) -> (keys of all M videos (M, ...), index of this caller's first video)."""
+"""keys (B, ...) -> (keys of all M videos (M, ...), index of this caller's first video).
+Used for L_rc's keys (other workers' rows are constants) and for L_mi's views (every worker
+computes the same full-batch term and the gradients for a worker's rows are summed)."""
 
 
 def local_keys(keys: Tensor) -> tuple[Tensor, int]:
@@ -73,6 +78,14 @@ class LossBreakdown:
         return dict(zip(named, values, strict=True))
 
 
+def _randint(high: int, shape: torch.Size, generator: torch.Generator | None,
+             device: torch.device) -> Tensor:
+    """Uniform integers in [0, high): from `generator` (CPU) when given, else torch's RNG."""
+    if generator is None:
+        return torch.randint(0, high, shape, device=device)
+    return torch.randint(0, high, shape, generator=generator).to(device)
+
+
 class Objective(nn.Module):
     """Heads plus losses; see the module docstring for the formulation."""
 
@@ -99,7 +112,8 @@ class Objective(nn.Module):
 
     def forward(self, local_maps: Tensor, global_maps: Tensor, correspondence: Tensor | None,
                 local_levels: Tensor, global_levels: Tensor,
-                gather_keys: KeyGather = local_keys) -> LossBreakdown:
+                gather_keys: KeyGather = local_keys, gather_views: KeyGather = local_keys,
+                generator: torch.Generator | None = None) -> LossBreakdown:
         """Evaluate the objective.
 
         Args:
@@ -109,6 +123,9 @@ class Objective(nn.Module):
             local_levels: (B, K) long, intensity level of each local clip.
             global_levels: (B,) long, intensity level of each global view.
             gather_keys: how to see other workers' global keys (identity by default).
+            gather_views: how to see other workers' pooled views and levels for L_mi.
+            generator: CPU generator for L_mi's marginal pairs; give every worker the same
+                seed so that they compute the same full-batch term (None: torch's global RNG).
         """
         b, k = local_maps.shape[:2]
         if b < 2:
@@ -130,7 +147,8 @@ class Objective(nn.Module):
                 terms["nce"] = self._clip_contrast(local_feats, global_feats, gather_keys)
             if self.loss.mi:
                 terms["mi"] = self._mutual_information(local_feats, global_feats, local_levels,
-                                                       global_levels, estimates)
+                                                       global_levels, gather_views, generator,
+                                                       estimates)
             if self.loss.td:
                 terms["td"] = self._temporal_dependency(local_feats, global_feats, estimates)
             total = sum(weights[name] * value for name, value in terms.items())
@@ -156,12 +174,17 @@ class Objective(nn.Module):
 
     def _mutual_information(self, local_feats: Tensor, global_feats: Tensor,
                             local_levels: Tensor, global_levels: Tensor,
+                            gather_views: KeyGather, generator: torch.Generator | None,
                             estimates: dict[str, Tensor]) -> Tensor:
         b, k, c = local_feats.shape
         device = local_feats.device
-        views = torch.cat([global_feats[:, None], local_feats], dim=1).reshape(-1, c)  # (V, C)
-        levels = torch.cat([global_levels[:, None], local_levels], dim=1).reshape(-1)  # (V,)
-        video = torch.arange(b, device=device).repeat_interleave(k + 1)  # (V,)
+        per_video, _ = gather_views(torch.cat([global_feats[:, None], local_feats], dim=1))
+        levels_per_video, _ = gather_views(torch.cat([global_levels[:, None], local_levels],
+                                                     dim=1))
+        m = per_video.shape[0]  # videos of the whole batch: (M, K+1, C) and (M, K+1)
+        views = per_video.reshape(-1, c)  # (V, C), V = M (K+1)
+        levels = levels_per_video.reshape(-1)  # (V,)
+        video = torch.arange(m, device=device).repeat_interleave(k + 1)  # (V,)
 
         # Same level, different videos: low-level statistics shared, semantics not.
         joint_mask = (levels[:, None] == levels[None, :]) & (video[:, None] != video[None, :])
@@ -169,7 +192,7 @@ class Objective(nn.Module):
         estimates["mi_joint_pairs"] = torch.tensor(float(first.numel()), device=device)
         if first.numel() > 0:
             reversed_views = grad_reverse(views, self.loss.grl_scale)
-            arbitrary = torch.randint(0, views.shape[0], first.shape, device=device)
+            arbitrary = _randint(views.shape[0], first.shape, generator, device)
             joint = self.statistics.score_pairs(reversed_views, reversed_views, first, second)
             marginal = self.statistics.score_pairs(reversed_views, reversed_views, first,
                                                    arbitrary)

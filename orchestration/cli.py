@@ -94,7 +94,8 @@ def _preprocess(args: argparse.Namespace) -> int:
         config = PreprocessConfig(
             fps=args.fps, short_side=args.short_side, payload=args.format, codec=args.codec,
             crf=args.crf, keyframe_interval=args.keyframe_interval, min_frames=args.min_frames,
-            videos_per_shard=args.videos_per_shard, target_shard_mb=args.target_shard_mb)
+            videos_per_shard=args.videos_per_shard, target_shard_mb=args.target_shard_mb,
+            shuffle_seed=args.shuffle_seed)
         listing = list_dataset(args.dataset, args.videos, args.annotations, args.split,
                                args.fold)
     except (AnnotationError, ValueError, TypeError) as error:
@@ -191,6 +192,8 @@ def _add_data_commands(commands) -> None:
     pre.add_argument("--videos-per-shard", type=int,
                      help="default: derived from --target-shard-mb")
     pre.add_argument("--target-shard-mb", type=int, default=256)
+    pre.add_argument("--shuffle-seed", type=int, default=0,
+                     help="seed of the video order across shards (recorded in the manifest)")
     pre.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                      help="local worker processes (default: all cores)")
     pre.add_argument("--ray", action="store_true", help="run the shards as Ray tasks")

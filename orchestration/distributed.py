@@ -1,9 +1,17 @@
-"""Collectives for pretraining, kept out of the model: the all-gather of L_rc's negatives.
+"""Collectives for pretraining, kept out of the model: the all-gathers the objective is handed.
 
-`gather_keys_with_grad` is a model.objective.KeyGather: every worker's keys are gathered (sizes
-may differ by one video, so they are padded to the largest), and this worker's own slot is
-replaced by its local tensor, so gradients flow to the local part only; other workers' keys are
-constants (each worker backpropagates its own).
+Both gathers are model.objective.KeyGather callables, tensor (B_r, ...) on this rank ->
+(every rank's rows (sum B_r, ...) in rank order, this rank's offset); ranks may hold batches
+that differ by one video, so rows are padded to the largest for the collective. Without a
+process group both return their input.
+
+- `gather_keys_with_grad` (L_rc / L_nce negatives): other ranks' rows are constants; this rank's
+  own slot is its local tensor, so gradients flow to the local part only. Each rank computes the
+  loss of its own queries and backpropagates its own keys.
+- `gather_views_with_grad` (L_mi level groups): every rank computes the same loss over the whole
+  gathered batch; the backward pass sums every rank's gradient for this rank's rows (the
+  solo-learn GatherLayer), so after DDP averages the parameter gradients, training matches one
+  process holding the global batch.
 """
 
 from __future__ import annotations
@@ -16,22 +24,58 @@ def distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def _counts(rows: torch.Tensor) -> list[int]:
+    """B_r of every rank, in rank order."""
+    size = torch.tensor([rows.shape[0]], device=rows.device)
+    sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, size)
+    return [int(s.item()) for s in sizes]
+
+
+def _gather_rows(rows: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
+    """Every rank's rows, detached, as a list of (B_r, ...) tensors in rank order."""
+    padded = rows.new_zeros((max(counts), *rows.shape[1:]))
+    padded[: rows.shape[0]] = rows.detach()
+    gathered = [torch.zeros_like(padded) for _ in counts]
+    dist.all_gather(gathered, padded)
+    return [g[:count] for g, count in zip(gathered, counts, strict=True)]
+
+
 def gather_keys_with_grad(keys: torch.Tensor) -> tuple[torch.Tensor, int]:
     """keys (B_r, ...) on this rank -> (keys of all ranks (sum B_r, ...), this rank's offset)."""
     if not distributed():
         return keys, 0
-    world, rank = dist.get_world_size(), dist.get_rank()
-    size = torch.tensor([keys.shape[0]], device=keys.device)
-    sizes = [torch.zeros_like(size) for _ in range(world)]
-    dist.all_gather(sizes, size)
-    counts = [int(s.item()) for s in sizes]
-    padded = keys.new_zeros((max(counts), *keys.shape[1:]))
-    padded[: keys.shape[0]] = keys.detach()
-    gathered = [torch.zeros_like(padded) for _ in range(world)]
-    dist.all_gather(gathered, padded)
-    pieces = [g[:count] for g, count in zip(gathered, counts, strict=True)]
+    rank, counts = dist.get_rank(), _counts(keys)
+    pieces = _gather_rows(keys, counts)
     pieces[rank] = keys  # the local part keeps its gradient
     return torch.cat(pieces), sum(counts[:rank])
+
+
+class _GatherSummingGradients(torch.autograd.Function):
+    """All-gather whose backward all-reduces (sums) the gradient and returns this rank's rows."""
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor, counts: list[int], start: int) -> torch.Tensor:
+        ctx.start, ctx.count = start, rows.shape[0]
+        return torch.cat(_gather_rows(rows, counts))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.start: ctx.start + ctx.count], None, None
+
+
+def gather_views_with_grad(views: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """views (B_r, ...) on this rank -> (views of all ranks (sum B_r, ...), this rank's offset);
+    gradients of every rank's (identical) loss are summed onto this rank's rows."""
+    if not distributed():
+        return views, 0
+    counts = _counts(views)
+    start = sum(counts[: dist.get_rank()])
+    if not views.requires_grad:  # levels, or no backward pass: a plain gather
+        return torch.cat(_gather_rows(views, counts)), start
+    return _GatherSummingGradients.apply(views, counts, start), start
 
 
 def any_rank(flag: bool, device: torch.device) -> bool:

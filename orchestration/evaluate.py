@@ -1,8 +1,9 @@
 """Downstream evaluation of a pretrained encoder: linear probe and retrieval, tracked in MLflow.
 
-Features: every video's N uniformly spaced clips (default 10), centre crop 112, no jitter
-(`build_eval_loader`), encoded with f and pooled to (N, 512); they are computed once per
-(encoder, shard folder) and cached beside the job (`features-*.pt`).
+Features: every video's N uniformly spaced clips (default 10), centre crop, no jitter
+(`build_eval_loader`, with the clip length, size and clip extent of the pretraining's augment
+config), encoded with f and pooled to (N, 512); they are computed once per (encoder, shard
+folder, view settings) and cached beside the job (`features-*.pt`).
 
 - Linear probe: the encoder is frozen; a linear classifier is trained on the clip features of
   the train videos (each of the N clips is one training example), then every test video is
@@ -38,9 +39,10 @@ from model.evaluation import (
     train_linear_probe,
 )
 from orchestration.finetune import FinetuneConfig, run_finetune
-from orchestration.pretrain import load_checkpoint
+from orchestration.runtime import load_checkpoint
 from orchestration.preview import frames_to_uint8
 from pipeline import build_eval_loader
+from pipeline.config import AugmentConfig
 
 
 @dataclass
@@ -64,11 +66,18 @@ def encoder_from_checkpoint(path: Path) -> tuple[R3D18, str | None]:
     return encoder, saved.get("mlflow_run_id")
 
 
+def augment_from_checkpoint(path: Path) -> AugmentConfig:
+    """The view settings (clip length, size, clip extent) the checkpoint was pretrained with."""
+    saved = load_checkpoint(path)["config"]["augment"]
+    return AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+
+
 @torch.no_grad()
 def extract_features(encoder: R3D18, shards: Path, clips: int = 10, batch_size: int = 8,
-                     backend: str = "dali") -> Features:
+                     backend: str = "dali", augment: AugmentConfig | None = None) -> Features:
     encoder.eval()
-    loader = build_eval_loader(shards, batch_size, clips=clips, backend=backend, prefetch=2)
+    loader = build_eval_loader(shards, batch_size, clips=clips, backend=backend, prefetch=2,
+                               config=augment or AugmentConfig())
     parts, labels, ids, firsts = [], [], [], []
     for batch in loader:
         b, n = batch.frames.shape[:2]
@@ -84,19 +93,22 @@ def extract_features(encoder: R3D18, shards: Path, clips: int = 10, batch_size: 
 
 
 def cached_features(encoder: R3D18, shards: Path, cache: Path, clips: int = 10,
-                    backend: str = "dali") -> Features:
-    """extract_features, kept in `cache` under a key of the weights and the shard manifest."""
+                    backend: str = "dali", augment: AugmentConfig | None = None) -> Features:
+    """extract_features, kept in `cache` under a key of the weights, the shard manifest and the
+    view settings."""
+    augment = augment or AugmentConfig()
     digest = hashlib.sha256()
     for tensor in encoder.state_dict().values():
         digest.update(tensor.cpu().numpy().tobytes())
     digest.update((Path(shards) / "manifest.json").read_bytes())
-    digest.update(str(clips).encode())
+    digest.update(str((clips, augment.clip_frames, augment.size, augment.clip_extent,
+                       augment.frame_stride)).encode())
     path = cache / f"features-{digest.hexdigest()[:16]}.pt"
     if path.is_file():
         saved = torch.load(path, weights_only=True)
         return Features(saved["clips"], saved["labels"], saved["video_id"],
                         saved["first_frames"].numpy())
-    features = extract_features(encoder, shards, clips, backend=backend)
+    features = extract_features(encoder, shards, clips, backend=backend, augment=augment)
     cache.mkdir(parents=True, exist_ok=True)
     torch.save({"clips": features.clips, "labels": features.labels,
                 "video_id": features.video_id,
@@ -191,10 +203,14 @@ def load_encoder(checkpoint: Path | None, model_uri: str | None, tracking_uri: s
 def run_evaluation(protocols: list[str], encoder: R3D18, train_shards: Path, test_shards: Path,
                    tracking_uri: str, pretrain_run: str | None, cache: Path,
                    name: str = "evaluation", backend: str = "dali",
-                   finetune: FinetuneConfig | None = None) -> dict:
+                   finetune: FinetuneConfig | None = None, augment: AugmentConfig | None = None,
+                   experiment_name: str = "ctrlaug-evaluate", tags: dict[str, str] | None = None
+                   ) -> dict:
     """Evaluate `encoder` with the protocols ("linear", "retrieval", "finetune"); log an
-    MLflow run. Finetuning runs on Ray Train with `finetune` (defaults when None); its Ray job
-    folder is kept beside `cache`."""
+    MLflow run in `experiment_name` (a child of `pretrain_run` when given, with `tags`).
+    augment: the view settings of the pretraining (clip length, size, clip extent).
+    Finetuning runs on Ray Train with `finetune` (defaults when None); its Ray job folder is
+    kept beside `cache`."""
     from mlflow.tracking import MlflowClient
 
     from orchestration.tracking import check_reachable
@@ -204,13 +220,14 @@ def run_evaluation(protocols: list[str], encoder: R3D18, train_shards: Path, tes
         raise ValueError(f"unknown protocol(s) {unknown}; choose linear, retrieval, finetune")
     check_reachable(tracking_uri)
     classes = json.loads((Path(train_shards) / "manifest.json").read_text())["classes"]
-    train = cached_features(encoder, train_shards, cache, backend=backend)
-    test = cached_features(encoder, test_shards, cache, backend=backend)
+    train = cached_features(encoder, train_shards, cache, backend=backend, augment=augment)
+    test = cached_features(encoder, test_shards, cache, backend=backend, augment=augment)
     results: dict = {}
     client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name("ctrlaug-evaluate")
-    experiment = found.experiment_id if found else client.create_experiment("ctrlaug-evaluate")
-    tags = {"ctrlaug.train_shards": str(train_shards), "ctrlaug.test_shards": str(test_shards)}
+    found = client.get_experiment_by_name(experiment_name)
+    experiment = found.experiment_id if found else client.create_experiment(experiment_name)
+    tags = {"ctrlaug.train_shards": str(train_shards), "ctrlaug.test_shards": str(test_shards),
+            **(tags or {})}
     if pretrain_run:
         tags |= {"ctrlaug.pretrain_run": pretrain_run, "mlflow.parentRunId": pretrain_run}
     run = client.create_run(experiment, run_name=name, tags=tags)
@@ -230,7 +247,7 @@ def run_evaluation(protocols: list[str], encoder: R3D18, train_shards: Path, tes
         if "finetune" in protocols:
             results |= run_finetune(encoder, len(classes), train_shards, test_shards,
                                     finetune or FinetuneConfig(backend=backend),
-                                    f"finetune-{run_id}", cache.parent)
+                                    f"finetune-{run_id}", cache.parent, augment)
         status = "FINISHED"
     finally:
         for key, value in results.items():

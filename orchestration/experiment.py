@@ -27,7 +27,10 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class DataConfig:
     """shards: the pretraining shard folder; split: keep only this split (None: all rows).
-    batch_size: global, split across workers. backend: "dali" or "reference" (PyAV)."""
+    batch_size: global, split across workers. backend: "dali" or "reference" (PyAV).
+    shuffle_memory_mb: payload memory per worker for the epoch shuffle: the training order
+    permutes the rows of windows of row groups this large (pipeline/shard_reader.py); a budget
+    that holds a worker's share of the dataset gives a uniform permutation."""
 
     shards: str = ""
     split: str | None = None
@@ -35,11 +38,14 @@ class DataConfig:
     backend: Literal["dali", "reference"] = "dali"
     prefetch: int = 2
     num_threads: int = 4
+    shuffle_memory_mb: int = 2048
 
     def __post_init__(self) -> None:
         check_field_types(self)
         if self.batch_size < 2:
             raise ValueError("data.batch_size must be >= 2 (contrastive negatives)")
+        if self.shuffle_memory_mb < 1:
+            raise ValueError("data.shuffle_memory_mb must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,8 @@ class OptimConfig:
 class RunConfig:
     """name + storage_path identify the job: rerunning the same command resumes it.
 
+    ray: run on Ray Train (true) or in this process without Ray (false: one worker, no
+    cluster; for debugging and small CPU jobs such as the ablations).
     workers: Ray Train workers; gpu: one GPU per worker (bf16 autocast, channels_last_3d).
     max_failures: worker failures survived by restarting from the last checkpoint.
     checkpoint_every_steps: also checkpoint inside an epoch (0: only at epoch ends).
@@ -73,6 +81,7 @@ class RunConfig:
 
     name: str = "ctrlaug"
     storage_path: str = "runs"
+    ray: bool = True
     workers: int = 1
     gpu: bool = False
     max_failures: int = 3
@@ -89,6 +98,9 @@ class RunConfig:
             raise ValueError("run.workers must be >= 1 and run.max_failures >= 0")
         if not self.name or "/" in self.name:
             raise ValueError("run.name must be a non-empty name without '/'")
+        if not self.ray and self.workers != 1:
+            raise ValueError("run.ray = false runs one worker in this process; set "
+                             "run.workers = 1 or run.ray = true")
 
 
 @dataclass(frozen=True)

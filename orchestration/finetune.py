@@ -1,4 +1,5 @@
-"""Finetuning protocol: the whole encoder plus a new linear head, on Ray Train workers.
+"""Finetuning protocol: the whole encoder plus a new linear head, on Ray Train workers (or in
+this process with `ray=False`, through the same loop).
 
 Each worker trains on its share of the train videos (supervised loader: one random clip, random
 crop and flip per video) with Adam and cross-entropy, under DDP when there are several workers;
@@ -9,7 +10,6 @@ and after the last epoch, reports both, and logs them to the evaluation's MLflow
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,7 +19,9 @@ from torch import nn
 
 from model.encoder import R3D18, pool_features
 from model.evaluation import average_clip_softmax, top_k_accuracy
+from orchestration.runtime import LocalRuntime, RayRuntime
 from pipeline import build_eval_loader, build_supervised_loader
+from pipeline.config import AugmentConfig
 
 CHECKPOINT_FILE = "finetune.pt"
 
@@ -34,6 +36,7 @@ class FinetuneConfig:
     max_failures: int = 2
     seed: int = 0
     backend: str = "dali"
+    ray: bool = True  # false: in this process, one worker (the ablations' supervised bound)
 
 
 class VideoClassifier(nn.Module):
@@ -49,27 +52,27 @@ class VideoClassifier(nn.Module):
 
 
 @torch.no_grad()
-def test_accuracy(model: nn.Module, test_shards: str, backend: str) -> dict[str, float]:
+def test_accuracy(model: nn.Module, test_shards: str, backend: str,
+                  augment: AugmentConfig) -> dict[str, float]:
     """Top-1 / top-5 of the mean clip softmax over 10 centre clips per test video."""
     model.eval()
     probabilities, labels = [], []
-    for batch in build_eval_loader(test_shards, 8, backend=backend):
+    device = next(model.parameters()).device
+    for batch in build_eval_loader(test_shards, 8, backend=backend, config=augment):
         b, n = batch.frames.shape[:2]
-        logits = model(batch.frames.flatten(0, 1)).unflatten(0, (b, n))  # (B, N, C)
-        probabilities.append(average_clip_softmax(logits))
+        logits = model(batch.frames.flatten(0, 1).to(device)).unflatten(0, (b, n))  # (B, N, C)
+        probabilities.append(average_clip_softmax(logits).cpu())
         labels.append(batch.label)
     model.train()
     p, y = torch.cat(probabilities), torch.cat(labels)
     return {"top1": top_k_accuracy(p, y, 1), "top5": top_k_accuracy(p, y, 5)}
 
 
-def finetune_worker(loop_config: dict) -> None:
-    import ray.train
-    import ray.train.torch
-
+def finetune_loop(loop_config: dict, runtime: LocalRuntime | RayRuntime) -> None:
+    """Epochs of supervised training of the classifier, from wherever the job stands."""
     config = FinetuneConfig(**loop_config["finetune"])
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
+    augment = AugmentConfig(**loop_config["augment"])
+    rank, world = runtime.rank, runtime.world
     torch.manual_seed(config.seed)
     encoder = R3D18(loop_config["width"], loop_config["global_unstrided_stages"])
     encoder.load_state_dict(loop_config["encoder_state"])
@@ -77,52 +80,71 @@ def finetune_worker(loop_config: dict) -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
                                  weight_decay=config.weight_decay)
     start, initial = 0, None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            saved = torch.load(Path(folder) / CHECKPOINT_FILE, weights_only=True)
+    saved = runtime.restore()
+    if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         start, initial = saved["epoch"], saved["initial"]
+    plain = model.to(runtime.device)
     if rank == 0 and initial is None:
-        initial = test_accuracy(model, loop_config["test"], config.backend)
-    plain = model
-    model = ray.train.torch.prepare_model(model) if world > 1 else model
+        initial = test_accuracy(plain, loop_config["test"], config.backend, augment)
+    model = runtime.prepare(model)
     loader = build_supervised_loader(loop_config["train"], max(1, config.batch_size // world),
                                      rank=rank, world_size=world, seed=config.seed,
-                                     backend=config.backend)
+                                     backend=config.backend, config=augment)
     for epoch in range(start, config.epochs):
         loader.set_epoch(epoch)
         total, correct, seen = 0.0, 0, 0
         for batch in loader:
-            logits = model(batch.frames[:, 0])  # (B, classes)
-            loss = F.cross_entropy(logits, batch.label)
+            frames, labels = batch.frames[:, 0].to(runtime.device), batch.label.to(runtime.device)
+            logits = model(frames)  # (B, classes)
+            loss = F.cross_entropy(logits, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += loss.item() * len(batch.label)
-            correct += int((logits.argmax(1) == batch.label).sum())
-            seen += len(batch.label)
+            total += loss.item() * len(labels)
+            correct += int((logits.argmax(1) == labels).sum())
+            seen += len(labels)
         metrics = {"epoch": epoch + 1, "train_loss": total / max(seen, 1),
                    "train_accuracy": correct / max(seen, 1)}
         if rank == 0 and epoch + 1 == config.epochs:
-            final = test_accuracy(plain, loop_config["test"], config.backend)
+            final = test_accuracy(plain, loop_config["test"], config.backend, augment)
             metrics |= {"initial_top1": initial["top1"], "initial_top5": initial["top5"],
                         "finetune_top1": final["top1"], "finetune_top5": final["top5"]}
-        if rank == 0:
-            with tempfile.TemporaryDirectory() as folder:
-                torch.save({"model": plain.state_dict(), "optimizer": optimizer.state_dict(),
-                            "epoch": epoch + 1, "initial": initial},
-                           Path(folder) / CHECKPOINT_FILE)
-                ray.train.report(metrics,
-                                 checkpoint=ray.train.Checkpoint.from_directory(folder))
-        else:
-            ray.train.report(metrics, checkpoint=None)
+        checkpoint = {"model": plain.state_dict(), "optimizer": optimizer.state_dict(),
+                      "epoch": epoch + 1, "initial": initial} if rank == 0 else None
+        runtime.report(metrics, checkpoint)
+
+
+def finetune_worker(loop_config: dict) -> None:
+    """The Ray Train worker: the loop under RayRuntime."""
+    finetune_loop(loop_config, RayRuntime(False, CHECKPOINT_FILE))
 
 
 def run_finetune(encoder: R3D18, num_classes: int, train_shards: Path, test_shards: Path,
-                 config: FinetuneConfig, name: str, storage_path: Path) -> dict[str, float]:
-    """Finetune on Ray Train; returns the initial and final test accuracy."""
+                 config: FinetuneConfig, name: str, storage_path: Path,
+                 augment: AugmentConfig | None = None) -> dict[str, float]:
+    """Finetune (on Ray Train, or in this process when config.ray is false); returns the
+    initial and final test accuracy and the trained classifier's encoder weights are left in
+    the job folder's checkpoint. Rerunning with the same name resumes."""
+    loop_config = {"finetune": asdict(config), "encoder_state": encoder.state_dict(),
+                   "width": encoder.width,
+                   "global_unstrided_stages": encoder.global_unstrided_stages,
+                   "num_classes": num_classes, "train": str(train_shards),
+                   "test": str(test_shards), "augment": asdict(augment or AugmentConfig())}
+    if config.ray:
+        metrics = _fit_on_ray(loop_config, config, name, storage_path)
+    else:
+        runtime = LocalRuntime(Path(storage_path).resolve() / name, torch.device("cpu"),
+                               CHECKPOINT_FILE)
+        finetune_loop(loop_config, runtime)
+        metrics = runtime.last_metrics
+    return {key: metrics[key] for key in ("initial_top1", "initial_top5", "finetune_top1",
+                                          "finetune_top5")}
+
+
+def _fit_on_ray(loop_config: dict, config: FinetuneConfig, name: str, storage_path: Path
+                ) -> dict:
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -130,17 +152,10 @@ def run_finetune(encoder: R3D18, num_classes: int, train_shards: Path, test_shar
     if not ray.is_initialized():
         ray.init(include_dashboard=False)
     trainer = TorchTrainer(
-        finetune_worker,
-        train_loop_config={"finetune": asdict(config), "encoder_state": encoder.state_dict(),
-                           "width": encoder.width,
-                           "global_unstrided_stages": encoder.global_unstrided_stages,
-                           "num_classes": num_classes, "train": str(train_shards),
-                           "test": str(test_shards)},
+        finetune_worker, train_loop_config=loop_config,
         torch_config=TorchConfig(backend="gloo"),
         scaling_config=ScalingConfig(num_workers=config.workers),
         run_config=RunConfig(name=name, storage_path=str(Path(storage_path).resolve()),
                              failure_config=FailureConfig(max_failures=config.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=1)))
-    metrics = trainer.fit().metrics
-    return {key: metrics[key] for key in ("initial_top1", "initial_top5", "finetune_top1",
-                                          "finetune_top5")}
+    return trainer.fit().metrics

@@ -1,13 +1,16 @@
-"""Distributed pretraining on Ray Train: the per-worker loop, checkpoints, and the driver.
+"""Pretraining: the training loop, its two runtimes (Ray Train, or this process), and the driver.
 
 Driver (`run_pretraining`): validate the shards and the tracking store, find or create the job's
-MLflow run, then launch `pretrain_worker` on `run.workers` workers with Ray Train's TorchTrainer
-(gloo on CPU, NCCL on GPU). Rerunning the same command (same run.name and run.storage_path)
-resumes: Ray hands the workers the job's latest checkpoint. A worker failure restarts the worker
-group from that checkpoint, up to run.max_failures times; the MLflow run stays the same.
+MLflow run, then run `pretrain_loop` either on `run.workers` Ray Train workers with TorchTrainer
+(gloo on CPU, NCCL on GPU; `run.ray = true`, the default) or in this process (`run.ray = false`:
+one worker, no cluster, steppable in a debugger). Rerunning the same command (same run.name and
+run.storage_path) resumes from the job's latest checkpoint. A worker failure restarts the loop
+from that checkpoint, up to run.max_failures times; the MLflow run stays the same.
 
-Worker (`pretrain_worker`): resume from the checkpoint if there is one, wrap the network for
-data parallelism, and loop epochs of `training_step`. Every epoch end (and every
+Loop (`pretrain_loop`): what differs between the runtimes is behind `LocalRuntime` /
+`RayRuntime` (restore, prepare the model, report a checkpoint, agree across workers). It resumes
+from the checkpoint if there is one, wraps the network for data parallelism, and loops epochs of
+`training_step`. Every epoch end (and every
 checkpoint_every_steps steps) all workers report; rank 0 attaches the checkpoint (model,
 optimiser, scheduler, epoch, step, position in the epoch, sampler seed, config, MLflow run id)
 and logs to MLflow: every loss term, the MI estimates, lr, videos/s, the share of time spent
@@ -17,6 +20,7 @@ as an MLflow PyTorch model.
 
 from __future__ import annotations
 
+import copy
 import sys
 import tempfile
 import time
@@ -26,13 +30,13 @@ from pathlib import Path
 import torch
 
 from model import PretrainNetwork
-from orchestration.distributed import any_rank, gather_keys_with_grad
+from orchestration.distributed import gather_keys_with_grad, gather_views_with_grad
 from orchestration.experiment import ExperimentConfig, config_from_dict
+from orchestration.runtime import CHECKPOINT_FILE, LocalRuntime, RayRuntime, load_checkpoint
 from orchestration.train_step import NonFiniteLoss, training_step, unwrap
 from pipeline import build_pretrain_loader
 from preprocessing.progress import format_seconds
 
-CHECKPOINT_FILE = "checkpoint.pt"
 NONFINITE_FILE = "nonfinite.txt"
 INJECTED_FILE = ".injected-failure"
 
@@ -60,24 +64,6 @@ def _checkpoint_dict(network, optimizer, scheduler, state: TrainState,
             "config": config.to_dict(), "mlflow_run_id": run_id}
 
 
-def load_checkpoint(path: Path) -> dict:
-    """A pretraining checkpoint, loaded with weights_only=True."""
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _report(metrics: dict, state: TrainState, rank: int, network, optimizer, scheduler,
-            config: ExperimentConfig, run_id: str) -> None:
-    import ray.train
-
-    if rank != 0:
-        ray.train.report(metrics, checkpoint=None)
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        torch.save(_checkpoint_dict(network, optimizer, scheduler, state, config, run_id),
-                   Path(folder) / CHECKPOINT_FILE)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
-
-
 def _maybe_inject_failure(config: ExperimentConfig, step: int, rank: int, world: int) -> None:
     """Fault drill: one worker raises once at run.fail_at_step (a marker keeps it to once)."""
     if step != config.run.fail_at_step or rank != min(1, world - 1):
@@ -90,38 +76,29 @@ def _maybe_inject_failure(config: ExperimentConfig, step: int, rank: int, world:
     raise RuntimeError(f"injected failure at step {step} (run.fail_at_step)")
 
 
-def pretrain_worker(loop_config: dict) -> None:
-    """The Ray Train worker loop (see the module docstring)."""
-    import ray.train
-    import ray.train.torch
-
+def pretrain_loop(config: ExperimentConfig, run_id: str, tracking_uri: str,
+                  runtime: LocalRuntime | RayRuntime) -> None:
+    """Epochs of `training_step` from wherever the job stands (see the module docstring)."""
     from orchestration.preview import render_preview
     from orchestration.tracking import RunLogger
 
-    config = config_from_dict(loop_config["config"])
-    run_id = loop_config["mlflow_run_id"]
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device() if config.run.gpu else torch.device("cpu")
+    rank, world, device = runtime.rank, runtime.world, runtime.device
     torch.manual_seed(config.run.seed)
-
     network = PretrainNetwork(config.model, config.loss)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.optim.lr,
                                  weight_decay=config.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(
         optimizer, milestones=list(config.optim.decay_epochs), gamma=config.optim.decay_factor)
     state = TrainState()
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            saved = load_checkpoint(Path(folder) / CHECKPOINT_FILE)
+    saved = runtime.restore()
+    if saved is not None:
         network.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         state = TrainState(saved["epoch"], saved["step"], saved["batch_in_epoch"])
     if config.run.gpu:
         network = network.to(memory_format=torch.channels_last_3d)
-    network = ray.train.torch.prepare_model(network) if world > 1 else network.to(device)
+    network = runtime.prepare(network)
 
     per_worker = max(2, config.data.batch_size // world)
     loader = build_pretrain_loader(
@@ -129,18 +106,20 @@ def pretrain_worker(loop_config: dict) -> None:
         world_size=world, seed=config.run.seed, epoch=state.epoch, config=config.augment,
         backend=config.data.backend, prefetch=config.data.prefetch,
         num_threads=config.data.num_threads, split=config.data.split,
-        device_id=device.index or 0)
+        shuffle_memory_mb=config.data.shuffle_memory_mb, device_id=device.index or 0)
     grids = unwrap(network).grids((config.augment.clip_frames, config.augment.size,
                                    config.augment.size))
-    logger = RunLogger(loop_config["tracking_uri"], run_id) if rank == 0 else None
+    logger = RunLogger(tracking_uri, run_id) if rank == 0 else None
     if logger is not None and state.step == 0:
         logger.params_once(config.flat())
         logger.json(config.to_dict(), "config.json")
     started, epochs_run = time.perf_counter(), 0
     steps_per_epoch = len(loader)
 
-    def agree(flag: bool) -> bool:
-        return any_rank(flag, device)
+    def report(metrics: dict) -> None:
+        checkpoint = _checkpoint_dict(network, optimizer, scheduler, state, config, run_id) \
+            if rank == 0 else None
+        runtime.report(metrics, checkpoint)
 
     try:
         for epoch in range(state.epoch, config.optim.epochs):
@@ -149,9 +128,10 @@ def pretrain_worker(loop_config: dict) -> None:
             for batch in loader.iterate(start_batch=state.batch_in_epoch):
                 _maybe_inject_failure(config, state.step, rank, world)
                 if logger is not None and state.step == 0:
-                    logger.image(render_preview(batch), "augmentation_preview.png")
+                    logger.image(render_preview(batch, grids), "augmentation_preview.png")
                 breakdown = training_step(network, optimizer, batch, grids, state.step,
-                                          gather_keys_with_grad, config.run.gpu, agree)
+                                          gather_keys_with_grad, config.run.gpu, runtime.agree,
+                                          gather_views_with_grad, config.run.seed)
                 state.step += 1
                 state.batch_in_epoch += 1
                 epoch_videos += len(batch.video_id)
@@ -163,8 +143,7 @@ def pretrain_worker(loop_config: dict) -> None:
                     logger.metrics(last, state.step)
                 every = config.run.checkpoint_every_steps
                 if every and state.step % every == 0 and state.batch_in_epoch < steps_per_epoch:
-                    _report({**last, "epoch": epoch, "step": state.step}, state, rank, network,
-                            optimizer, scheduler, config, run_id)
+                    report({**last, "epoch": epoch, "step": state.step})
             scheduler.step()
             state = TrainState(epoch + 1, state.step, 0)
             epochs_run += 1
@@ -179,8 +158,7 @@ def pretrain_worker(loop_config: dict) -> None:
                       f"{last.get('videos_per_s', 0):.1f}  data wait "
                       f"{100 * last.get('data_wait_fraction', 0):.0f}%  ETA "
                       f"{format_seconds(eta)}", flush=True)
-            _report({**last, "epoch": epoch + 1, "step": state.step}, state, rank, network,
-                    optimizer, scheduler, config, run_id)
+            report({**last, "epoch": epoch + 1, "step": state.step})
     except NonFiniteLoss as error:
         if rank == 0:
             (job_folder(config) / NONFINITE_FILE).write_text(str(error) + "\n")
@@ -193,20 +171,29 @@ def pretrain_worker(loop_config: dict) -> None:
             torch.save(_checkpoint_dict(network, optimizer, scheduler, state, config, run_id),
                        path)
             logger.file(path, "checkpoints")
-        logger.model(unwrap(network).encoder.cpu(), "encoder")
+        logger.model(copy.deepcopy(unwrap(network).encoder).cpu(), "encoder")
 
 
-def run_pretraining(config: ExperimentConfig) -> dict:
-    """Launch (or resume) the job on Ray Train; returns the last reported metrics.
+def pretrain_worker(loop_config: dict) -> None:
+    """The Ray Train worker: the loop under RayRuntime."""
+    config = config_from_dict(loop_config["config"])
+    pretrain_loop(config, loop_config["mlflow_run_id"], loop_config["tracking_uri"],
+                  RayRuntime(config.run.gpu))
+
+
+def run_pretraining(config: ExperimentConfig, tags: dict[str, str] | None = None) -> dict:
+    """Launch (or resume) the job; returns the last reported metrics and where things are.
+
+    run.ray (default): on Ray Train with run.workers workers. run.ray = false: in this process,
+    one worker (debuggable, and no cluster start-up for small jobs); a failure restarts the loop
+    from the job's last checkpoint, up to run.max_failures times, as Ray would. tags: extra
+    MLflow tags for a new run (for example mlflow.parentRunId).
 
     Raises ValueError / TrackingUnavailable with one clear line before training when the shards
     or the tracking store are unusable; NonFiniteLoss when training stopped on a non-finite loss.
     """
-    import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
     from orchestration.tracking import (
+        RunLogger,
         check_reachable,
         git_commit,
         job_run,
@@ -226,10 +213,36 @@ def run_pretraining(config: ExperimentConfig) -> dict:
     run_id = job_run(uri, config.run.experiment, config.run.name,
                      {"git_commit": git_commit(),
                       "shards_manifest_sha256": manifest_hash(config.data.shards),
-                      "shards": str(Path(config.data.shards).resolve())})
+                      "shards": str(Path(config.data.shards).resolve()), **(tags or {})})
     folder = job_folder(config)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / NONFINITE_FILE).unlink(missing_ok=True)
+    logger = RunLogger(uri, run_id)
+    try:
+        if config.run.ray:
+            metrics, checkpoint = _fit_on_ray(config, run_id, uri)
+        else:
+            metrics, checkpoint = _fit_in_process(config, run_id, uri, folder)
+    except Exception:
+        logger.finish("FAILED")
+        raise
+    stopped = folder / NONFINITE_FILE
+    if stopped.exists():
+        logger.finish("FAILED")
+        raise NonFiniteLoss(stopped.read_text().strip())
+    logger.finish("FINISHED")
+    metrics.update(mlflow_run_id=run_id, tracking_uri=uri,
+                   checkpoint=str(checkpoint) if checkpoint else None)
+    print(f"pretraining {config.run.name}: done; MLflow run {run_id} at {uri}",
+          file=sys.stderr)
+    return metrics
+
+
+def _fit_on_ray(config: ExperimentConfig, run_id: str, uri: str) -> tuple[dict, Path | None]:
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
     if not ray.is_initialized():
         ray.init(log_to_driver=True, include_dashboard=False)
     trainer = TorchTrainer(
@@ -242,23 +255,27 @@ def run_pretraining(config: ExperimentConfig) -> dict:
             name=config.run.name, storage_path=str(Path(config.run.storage_path).resolve()),
             failure_config=FailureConfig(max_failures=config.run.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2)))
-    from orchestration.tracking import RunLogger
+    result = trainer.fit()
+    checkpoint = result.checkpoint
+    return (dict(result.metrics or {}),
+            Path(checkpoint.path) / CHECKPOINT_FILE if checkpoint is not None else None)
 
-    logger = RunLogger(uri, run_id)
-    try:
-        result = trainer.fit()
-    except Exception:
-        logger.finish("FAILED")
-        raise
-    stopped = folder / NONFINITE_FILE
-    if stopped.exists():
-        logger.finish("FAILED")
-        raise NonFiniteLoss(stopped.read_text().strip())
-    logger.finish("FINISHED")
-    metrics = dict(result.metrics or {})
-    checkpoint = result.checkpoint.path if result.checkpoint is not None else None
-    metrics.update(mlflow_run_id=run_id, tracking_uri=uri,
-                   checkpoint=str(Path(checkpoint) / CHECKPOINT_FILE) if checkpoint else None)
-    print(f"pretraining {config.run.name}: done; MLflow run {run_id} at {uri}",
-          file=sys.stderr)
-    return metrics
+
+def _fit_in_process(config: ExperimentConfig, run_id: str, uri: str, folder: Path
+                    ) -> tuple[dict, Path | None]:
+    device = torch.device("cuda", 0) if config.run.gpu else torch.device("cpu")
+    runtime = LocalRuntime(folder, device)
+    for attempt in range(config.run.max_failures + 1):
+        try:
+            pretrain_loop(config, run_id, uri, runtime)
+            break
+        except NonFiniteLoss:
+            raise
+        except Exception as error:
+            if attempt == config.run.max_failures:
+                raise
+            print(f"pretraining {config.run.name}: {type(error).__name__}: {error}; restarting "
+                  f"from the last checkpoint ({attempt + 1} of {config.run.max_failures})",
+                  file=sys.stderr, flush=True)
+    checkpoint = runtime.checkpoint_path
+    return runtime.last_metrics, checkpoint if checkpoint.is_file() else None

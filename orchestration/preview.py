@@ -3,25 +3,27 @@
 Composes the pipeline (a real batch) and the model (S_k from the emitted parameters) into one
 image: a row of the global view's frames with every local clip's box drawn in its colour, a
 timeline of the video with each clip's time span and the global frames' positions, and the
-correspondence S_k of every clip as a heat map (rows: the clip's 2x4x4 cells, columns: the
-global 8x4x4 cells). `ctrlaug preview` writes it; pretraining logs the same image to MLflow.
+correspondence S_k of every clip as a heat map (rows: the clip's cells, columns: the global
+cells, for the grids the encoder really produces: 2x4x4 and 8x4x4 at 16x112x112).
+`ctrlaug preview` writes it; pretraining logs the same image to MLflow.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from model.correspondence import ViewGeometry, clip_correspondence
+from model.correspondence import Grid, ViewGeometry, clip_correspondence
+from orchestration.experiment import ExperimentConfig
 from pipeline.config import MEAN, STD
 from pipeline.loader import PretrainBatch
 
 COLOURS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
            (145, 30, 180), (70, 240, 240), (240, 50, 230)]
-LOCAL_GRID, GLOBAL_GRID = (2, 4, 4), (8, 4, 4)
 
 
 def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:
@@ -51,8 +53,13 @@ def _heat_map(s: np.ndarray, scale: int) -> Image.Image:
     return image.resize((s.shape[1] * scale // 2, s.shape[0] * scale), Image.NEAREST)
 
 
-def render_preview(batch: PretrainBatch, index: int = 0, frames_shown: int = 8) -> Image.Image:
-    """The preview image of video `index` of a pretraining batch."""
+def render_preview(batch: PretrainBatch, grids: tuple[Grid, Grid], index: int = 0,
+                   frames_shown: int = 8) -> Image.Image:
+    """The preview image of video `index` of a pretraining batch.
+
+    grids: (local grid, global grid) of the encoder for the batch's views
+    (PretrainNetwork.grids), so the heat maps are the S_k that training uses.
+    """
     g, loc = batch.global_params, batch.local_params
     global_box = g.box[index].cpu().numpy()
     global_flip = bool(g.flip[index])
@@ -60,9 +67,11 @@ def render_preview(batch: PretrainBatch, index: int = 0, frames_shown: int = 8) 
     length, size = frames.shape[0], frames.shape[1]
     shown = np.linspace(0, length - 1, frames_shown).round().astype(int)
     num_clips = loc.box.shape[1]
-    heat_scale = 4
-    width = max(frames_shown * (size + 4), num_clips * (128 * heat_scale // 2 + 10)) + 20
-    height = 20 + size + 60 + 20 + 32 * heat_scale + 30
+    cells_local, cells_global = (int(np.prod(grid)) for grid in grids)
+    heat_scale = max(2, 128 // cells_local)
+    heat_width = cells_global * heat_scale // 2 + 10
+    width = max(frames_shown * (size + 4), num_clips * heat_width) + 20
+    height = 20 + size + 60 + 20 + cells_local * heat_scale + 30
     canvas = Image.new("RGB", (width, height), (24, 24, 24))
     draw = ImageDraw.Draw(canvas)
     draw.text((10, 4), f"{batch.video_id[index]}: global view ({frames_shown} of its {length} "
@@ -93,25 +102,34 @@ def render_preview(batch: PretrainBatch, index: int = 0, frames_shown: int = 8) 
                                   loc.box[index:index + 1], loc.flip[index:index + 1])
     geometry_global = ViewGeometry(g.t0[index:index + 1], g.t1[index:index + 1],
                                    g.box[index:index + 1], g.flip[index:index + 1])
-    s = clip_correspondence(geometry_local, geometry_global, LOCAL_GRID, GLOBAL_GRID)[0]
+    s = clip_correspondence(geometry_local, geometry_global, *grids)[0]
     heat_top = top + 16 + 8 * num_clips + 14
     for k in range(num_clips):
-        x = 10 + k * (128 * heat_scale // 2 + 10)
-        draw.text((x, heat_top - 12), f"S_{k + 1}: 32 clip x 128 global cells, max "
-                                      f"{float(s[k].max()):.2f}",
+        x = 10 + k * heat_width
+        draw.text((x, heat_top - 12), f"S_{k + 1}: {cells_local} clip x {cells_global} global "
+                                      f"cells, max {float(s[k].max()):.2f}",
                   fill=COLOURS[k % len(COLOURS)])
         canvas.paste(_heat_map(s[k].cpu().numpy(), heat_scale), (x, heat_top))
     return canvas
 
 
 def write_preview(shards: Path, out: Path, index: int = 0, seed: int = 0,
-                  backend: str = "dali") -> Path:
-    """Draw one batch of `shards` and write the preview of video `index` to `out` (PNG)."""
+                  backend: str = "dali", config: ExperimentConfig | None = None) -> Path:
+    """Draw one batch of `shards` and write the preview of video `index` to `out` (PNG).
+
+    config: the experiment whose views and encoder to show (defaults when None).
+    """
+    from model.encoder import R3D18
     from pipeline import build_pretrain_loader
 
-    loader = build_pretrain_loader(shards, batch_size=index + 1, seed=seed, backend=backend,
-                                   levels_per_batch=2, prefetch=1)
+    config = config or ExperimentConfig()
+    augment = dataclasses.replace(config.augment, levels_per_batch=2)
+    loader = build_pretrain_loader(shards, batch_size=max(2, index + 1), seed=seed,
+                                   backend=backend, config=augment, prefetch=1)
     batch = next(iter(loader))
+    encoder = R3D18(1, config.model.global_unstrided_stages)  # grids do not depend on width
+    frames = (augment.clip_frames, augment.size, augment.size)
+    grids = (encoder.feature_grid(frames, "clip"), encoder.feature_grid(frames, "video"))
     out.parent.mkdir(parents=True, exist_ok=True)
-    render_preview(batch, min(index, len(batch.video_id) - 1)).save(out)
+    render_preview(batch, grids, min(index, len(batch.video_id) - 1)).save(out)
     return out

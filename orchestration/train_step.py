@@ -9,6 +9,7 @@ import contextlib
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from model import LossBreakdown, PretrainNetwork, ViewGeometry, clip_correspondence
@@ -30,10 +31,14 @@ def geometry(params: ViewParams) -> ViewGeometry:
 def training_step(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
                   batch: PretrainBatch, grids: tuple[Grid, Grid], step: int,
                   gather_keys: KeyGather = local_keys, bf16: bool = False,
-                  agree: Callable[[bool], bool] = bool) -> LossBreakdown:
+                  agree: Callable[[bool], bool] = bool, gather_views: KeyGather = local_keys,
+                  seed: int = 0) -> LossBreakdown:
     """Compute the objective on a batch and take one optimiser step.
 
     grids: (local grid, global grid) of the encoder for the batch's frame size.
+    gather_keys, gather_views: see model.objective.Objective.forward (identity alone).
+    seed: with the step, seeds the objective's shared random draws (L_mi's marginal pairs), the
+    same on every worker.
     agree: turns this worker's "loss is not finite" into the verdict of all workers (identity
     alone), so that every worker stops together. Raises NonFiniteLoss before the backward pass.
     """
@@ -42,9 +47,12 @@ def training_step(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
     device_type = batch.global_frames.device.type
     precision = (torch.autocast(device_type, dtype=torch.bfloat16) if bf16
                  else contextlib.nullcontext())
+    shared = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step])
+                                               .generate_state(1)[0]))
     with precision:
         breakdown = network(batch.global_frames, batch.local_frames, correspondence,
-                            batch.global_params.level, batch.local_params.level, gather_keys)
+                            batch.global_params.level, batch.local_params.level, gather_keys,
+                            gather_views, shared)
     values = breakdown.scalars()
     bad = {name: value for name, value in values.items() if not math.isfinite(value)}
     if agree(bool(bad)):

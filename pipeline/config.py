@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import prod
+from typing import Literal
 
 # Normalisation of the output frames (Kinetics statistics, as torchvision's video models use),
 # applied to RGB in [0, 1]: (x - MEAN) / STD.
@@ -22,7 +23,9 @@ class AugmentConfig:
     """View sampling and intensity levels.
 
     clip_frames: L, frames per view. num_clips: K local clips. frame_stride: s, the temporal
-    stride of a local clip. size: output side (112). global_area / local_area: area fraction of
+    stride of a local clip. clip_extent: "stride" (clips of L frames with stride frame_stride)
+    or "segment" (the stride adapts to each video: the largest whose clip fits in one of its K
+    segments, T // (K L), so the K clips cover the video; evaluation clips use the same stride). size: output side (112). global_area / local_area: area fraction of
     the global box in the frame, and of each local box in the global box. aspect: width/height
     range of boxes, in pixels. flip_probability: per view, independently. brightness, contrast,
     saturation: half-widths of the factor ranges around 1; hue: half-width of the shift range;
@@ -35,6 +38,7 @@ class AugmentConfig:
     clip_frames: int = 16
     num_clips: int = 4
     frame_stride: int = 1
+    clip_extent: Literal["stride", "segment"] = "stride"
     size: int = 112
     global_area: tuple[float, float] = (0.8, 1.0)
     local_area: tuple[float, float] = (0.2, 1.0)
@@ -69,6 +73,8 @@ class AugmentConfig:
         require(0 <= self.hue <= 0.5, "hue must be in [0, 0.5]")
         require(0 < self.blur_sigma[0] <= self.blur_sigma[1], "blur_sigma must satisfy "
                                                               "0 < min <= max")
+        require(self.clip_extent in ("stride", "segment"),
+                f"clip_extent must be 'stride' or 'segment', got {self.clip_extent!r}")
         require(len(self.level_bins) == 5 and all(b >= 1 for b in self.level_bins),
                 "level_bins needs five counts >= 1 (brightness, contrast, saturation, hue, "
                 "blur)")

@@ -43,7 +43,13 @@ from pipeline.sampling import (
     sample_pretrain_views,
     sample_supervised_views,
 )
-from pipeline.shard_reader import PayloadReader, ShardDataset, epoch_order, rank_batches
+from pipeline.shard_reader import (
+    DEFAULT_SHUFFLE_BYTES,
+    PayloadReader,
+    ShardDataset,
+    epoch_order,
+    rank_batches,
+)
 
 
 @dataclass
@@ -154,7 +160,8 @@ class VideoLoader:
                  rank: int = 0, world_size: int = 1, seed: int = 0, epoch: int = 0,
                  shuffle: bool = True, backend: str = "dali", jitter: bool = True,
                  prefetch: int = 2, num_threads: int = 2, device_id: int = 0,
-                 validate: str = "header", min_batch: int = 1) -> None:
+                 validate: str = "header", min_batch: int = 1,
+                 shuffle_memory_mb: int = DEFAULT_SHUFFLE_BYTES // 2**20) -> None:
         if backend not in ("dali", "reference"):
             raise ValueError(f"backend must be dali or reference, got {backend!r}")
         if batch_size < 1:
@@ -168,7 +175,9 @@ class VideoLoader:
         self.seed, self.epoch, self.shuffle, self.prefetch = seed, epoch, shuffle, prefetch
         self.device = torch.device(device if device != "gpu" else f"cuda:{device_id}")
         self.stats = LoaderStats()
-        self.reader = PayloadReader(dataset)
+        self.shuffle_bytes = shuffle_memory_mb * 2**20
+        # In dataset order a row group is never needed again once passed: cache just one.
+        self.reader = PayloadReader(dataset, self.shuffle_bytes if shuffle else 0)
         self.checked: dict[int, str | None] = {}  # row -> payload_problem, checked once
         # Batch sizes depend only on the counts, not on the epoch's order.
         largest = max(len(b) for b in rank_batches(np.arange(len(dataset)), rank, world_size,
@@ -190,7 +199,8 @@ class VideoLoader:
 
     def batches(self) -> list[np.ndarray]:
         """This rank's row ids per batch for the current epoch."""
-        order = epoch_order(self.dataset, self.seed, self.epoch, self.shuffle)
+        order = epoch_order(self.dataset, self.seed, self.epoch, self.shuffle,
+                            self.shuffle_bytes)
         return rank_batches(order, self.rank, self.world_size, self.batch_size, self.min_batch)
 
     def __len__(self) -> int:
@@ -312,7 +322,8 @@ def build_pretrain_loader(shards: Path | str, batch_size: int, device: str = "cp
                           rank: int = 0, world_size: int = 1, seed: int = 0, epoch: int = 0,
                           **options) -> VideoLoader:
     """Pretraining batches (PretrainBatch) of this rank; options: config (AugmentConfig) or
-    any of its fields, split, backend ("dali" | "reference"), prefetch, num_threads, device_id.
+    any of its fields, split, backend ("dali" | "reference"), prefetch, num_threads, device_id,
+    shuffle_memory_mb (the epoch shuffle's window, see pipeline.shard_reader).
     """
     config = _augment_config(options)
     dataset = ShardDataset.open(shards, options.pop("split", None))

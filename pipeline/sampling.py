@@ -4,8 +4,12 @@ The decode graph (DALI, or the PyAV reference) applies exactly these values, and
 beside the frames, so the correspondence S_k and the MI level groups are computed from what was
 applied. The rules (DESIGN section 2):
 
-- Local clips: clip k (0-based) has its centre drawn uniformly in [k T/K, (k+1) T/K), then the
-  clip of L*s frames is shifted as little as needed to lie in [0, T). A video shorter than one
+- Local clips: L frames with stride s (`clip_stride`: augment.frame_stride, or with
+  clip_extent = "segment" the largest stride whose clip fits in a segment, T // (K L), at least
+  1). Clip k (0-based) belongs to the segment [k T/K, (k+1) T/K) (the paper: its centre lies
+  there). When the clip's L*s frames fit in the segment, its start is uniform over the positions
+  that keep the whole clip inside the segment; otherwise its centre is drawn uniformly in the
+  segment and the clip is shifted as little as needed to lie in [0, T). A video shorter than one
   clip repeats its last frame; its time interval is then [0, T).
 - Global view: L frames, one per equal segment of [0, T) (random offset in training, the centre
   in evaluation); its interval is [0, T).
@@ -103,19 +107,36 @@ def _box_in(rng: np.random.Generator, outer: np.ndarray, width: int, height: int
     return np.array([x / width, y / height, (x + w) / width, (y + h) / height])
 
 
+def clip_stride(num_frames: int, config: AugmentConfig) -> int:
+    """s, frames between a local clip's frames: frame_stride, or for clip_extent "segment" the
+    largest stride whose L frames fit in one of the K segments (at least 1)."""
+    if config.clip_extent == "segment":
+        return max(1, num_frames // (config.num_clips * config.clip_frames))
+    return config.frame_stride
+
+
 def local_clip_starts(rng: np.random.Generator, num_frames: int, config: AugmentConfig
                       ) -> tuple[np.ndarray, np.ndarray]:
-    """(centres (K,), starts (K,)): centres uniform in their segments, clips shifted inside."""
+    """(centres (K,), starts (K,)) of the local clips; see the module docstring."""
     k = config.num_clips
-    span = config.clip_frames * config.frame_stride
-    centres = (np.arange(k) + rng.random(k)) * num_frames / k
-    starts = np.clip(np.round(centres - span / 2), 0, max(num_frames - span, 0)).astype(np.int64)
-    return centres, starts
+    span = config.clip_frames * clip_stride(num_frames, config)
+    segment = num_frames / k
+    draws = rng.random(k)
+    # Inside the segment: starts from ceil(k seg) to floor((k+1) seg) - span, when that exists.
+    first = np.ceil(np.arange(k) * segment)
+    last = np.floor((np.arange(k) + 1) * segment) - span
+    inside = first + np.floor(draws * (last - first + 1))
+    centres = (np.arange(k) + draws) * segment
+    shifted = np.clip(np.round(centres - span / 2), 0, max(num_frames - span, 0))
+    fits = last >= first
+    starts = np.where(fits, inside, shifted).astype(np.int64)
+    return np.where(fits, starts + span / 2, centres), starts
 
 
-def _clip_view_times(starts: np.ndarray, num_frames: int, config: AugmentConfig):
-    span = config.clip_frames * config.frame_stride
-    offsets = np.arange(config.clip_frames) * config.frame_stride
+def _clip_view_times(starts: np.ndarray, num_frames: int, config: AugmentConfig,
+                     stride: int):
+    span = config.clip_frames * stride
+    offsets = np.arange(config.clip_frames) * stride
     indices = np.minimum(starts[:, None] + offsets, num_frames - 1)  # repeat the last frame
     t0 = starts.astype(np.float32)
     t1 = np.minimum(starts + span, num_frames).astype(np.float32)
@@ -134,7 +155,8 @@ def _sample_video(rng: np.random.Generator, num_frames: int, width: int, height:
     length, k = config.clip_frames, config.num_clips
     global_indices = global_frame_indices(num_frames, length, rng.random(length))
     _, starts = local_clip_starts(rng, num_frames, config)
-    local_indices, local_t0, local_t1 = _clip_view_times(starts, num_frames, config)
+    local_indices, local_t0, local_t1 = _clip_view_times(starts, num_frames, config,
+                                                         clip_stride(num_frames, config))
     full = np.array([0.0, 0.0, 1.0, 1.0])
     global_box = _box_in(rng, full, width, height, config.global_area, config.aspect)
     local_boxes = [_box_in(rng, global_box, width, height, config.local_area, config.aspect)
@@ -191,12 +213,13 @@ def centre_box(width: int, height: int, size: int) -> np.ndarray:
 def sample_eval_views(num_frames: np.ndarray, width: np.ndarray, height: np.ndarray,
                       config: AugmentConfig, clips: int = 10) -> ViewParams:
     """Evaluation views (B, N): N uniformly spaced clips, centre crop, no flip, no jitter."""
-    span = config.clip_frames * config.frame_stride
     per_video = []
     for t, w, h in zip(num_frames, width, height, strict=True):
         t = int(t)
+        stride = clip_stride(t, config)
+        span = config.clip_frames * stride
         starts = np.round(np.linspace(0, max(t - span, 0), clips)).astype(np.int64)
-        indices, t0, t1 = _clip_view_times(starts, t, config)
+        indices, t0, t1 = _clip_view_times(starts, t, config, stride)
         per_video.append(ViewParams(
             frame_indices=indices, t0=t0, t1=t1,
             box=np.tile(centre_box(int(w), int(h), config.size), (clips, 1)).astype(np.float32),
@@ -215,9 +238,10 @@ def sample_supervised_views(num_frames: np.ndarray, width: np.ndarray, height: n
     for t, w, h, index in zip(num_frames, width, height, sample_index, strict=True):
         rng = np.random.default_rng([seed, epoch, int(index), _PER_SAMPLE])
         t = int(t)
-        span = config.clip_frames * config.frame_stride
+        stride = clip_stride(t, config)
+        span = config.clip_frames * stride
         start = np.array([rng.integers(0, max(t - span, 0) + 1)])
-        indices, t0, t1 = _clip_view_times(start, t, config)
+        indices, t0, t1 = _clip_view_times(start, t, config, stride)
         per_video.append(ViewParams(
             frame_indices=indices, t0=t0, t1=t1,
             box=_box_in(rng, full, int(w), int(h), area, config.aspect)[None].astype(np.float32),

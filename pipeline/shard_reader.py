@@ -1,12 +1,18 @@
 """Reading shard folders for training: the row index, the per-epoch order, the rank split, payloads.
 
 No DALI, no torch. The metadata columns of every row are read once (no payloads); payloads are
-read a Parquet row group at a time, when the first row of that group is needed, and kept in a
-small LRU cache, so a worker streams its share of the dataset instead of loading it.
+read a Parquet row group at a time, when the first row of that group is needed, and kept in an
+LRU cache bounded in bytes, so a worker streams its share of the dataset instead of loading it.
 
-Per-epoch order (a two-level shuffle that keeps reads sequential-ish): the row groups are
-permuted with a generator seeded by (seed, epoch); consecutive windows of `window` groups are
-pooled and their rows permuted. The same (seed, epoch) gives the same order on every worker.
+Per-epoch order (a two-level shuffle that streams): the row groups are permuted with a generator
+seeded by (seed, epoch) and cut into consecutive windows of at most `memory_bytes` of payload;
+the rows of each window are permuted. The reader's cache has the same budget, so each window's
+groups are read once. When the budget holds the whole dataset (or one rank's share of it) the
+order is a uniform permutation; with a smaller budget a batch can only mix the groups of one
+window, which is why preprocessing shuffles videos across shards (sorted by id, shards would hold
+one class each), and why the default budget is large (2 GiB: 64 groups of 32 MB). Measured on
+class-sorted shards in tests/test_loader.py. The same (seed, epoch) gives the same order on
+every worker.
 
 Split across ranks (every video exactly once per epoch): the order is cut into world_size
 contiguous chunks whose sizes differ by at most one; every rank runs the same number of steps,
@@ -37,8 +43,8 @@ class ShardDataset:
     """The rows of a shard folder (optionally one split): metadata arrays and payload locations.
 
     video_id, split, codec: lists; label, num_frames, height, width: int64 arrays; location:
-    (N, 3) int64 = (file index, row group, row within the group); group_rows: rows of every
-    (file, group) in the folder.
+    (N, 3) int64 = (file index, row group, row within the group); group_bytes: (N,) int64, the
+    uncompressed size of the row's row group (what caching it costs).
     """
 
     root: Path
@@ -52,6 +58,7 @@ class ShardDataset:
     height: np.ndarray
     width: np.ndarray
     location: np.ndarray
+    group_bytes: np.ndarray
 
     @classmethod
     def open(cls, shards: Path | str, split: str | None = None) -> ShardDataset:
@@ -67,7 +74,7 @@ class ShardDataset:
             raise ValueError(f"{manifest_path} is not valid JSON: {error}") from None
         files = [shard["file"] for shard in manifest.get("shards", [])]
         columns: dict[str, list] = {name: [] for name in METADATA}
-        locations = []
+        locations, group_bytes = [], []
         for file_index, (name, shard) in enumerate(zip(files, manifest["shards"], strict=True)):
             path = root / name
             if not path.is_file():
@@ -81,6 +88,8 @@ class ShardDataset:
                 for column in METADATA:
                     columns[column].extend(table.column(column).to_pylist())
                 locations += [(file_index, group, row) for row in range(table.num_rows)]
+                group_bytes += [parquet.metadata.row_group(group).total_byte_size] * \
+                    table.num_rows
         keep = np.array([split is None or s == split for s in columns["split"]], dtype=bool)
         if not keep.any():
             raise ValueError(f"{root} has no videos" + (f" in split {split!r}" if split else ""))
@@ -95,7 +104,8 @@ class ShardDataset:
                    num_frames=np.array(columns["num_frames"], dtype=np.int64)[keep],
                    height=np.array(columns["height"], dtype=np.int64)[keep],
                    width=np.array(columns["width"], dtype=np.int64)[keep],
-                   location=np.array(locations, dtype=np.int64).reshape(-1, 3)[keep])
+                   location=np.array(locations, dtype=np.int64).reshape(-1, 3)[keep],
+                   group_bytes=np.array(group_bytes, dtype=np.int64)[keep])
 
     def __len__(self) -> int:
         return len(self.video_id)
@@ -109,19 +119,33 @@ class ShardDataset:
         return self.manifest["classes"]
 
 
+DEFAULT_SHUFFLE_BYTES = 2 * 2**30
+
+
 def epoch_order(dataset: ShardDataset, seed: int, epoch: int, shuffle: bool = True,
-                window: int = 4) -> np.ndarray:
-    """Every row of the dataset once, in this epoch's order (see the module docstring)."""
+                memory_bytes: int = DEFAULT_SHUFFLE_BYTES) -> np.ndarray:
+    """Every row of the dataset once, in this epoch's order (see the module docstring).
+
+    memory_bytes: payload bytes a window of row groups may hold (at least one group each).
+    """
     rows = np.arange(len(dataset))
     if not shuffle:
         return rows
     rng = np.random.default_rng([seed, epoch, 3])
     group_key = dataset.location[:, 0] * 1_000_000 + dataset.location[:, 1]
-    groups, group_of_row = np.unique(group_key, return_inverse=True)
-    position = np.empty(len(groups), dtype=np.int64)
-    position[rng.permutation(len(groups))] = np.arange(len(groups))  # group -> shuffled slot
-    window_of_row = position[group_of_row] // window
-    return rows[np.lexsort((rng.random(len(rows)), window_of_row))]
+    groups, first_row, group_of_row = np.unique(group_key, return_index=True,
+                                                return_inverse=True)
+    shuffled = rng.permutation(len(groups))  # slot -> group
+    window_of_slot = np.zeros(len(groups), dtype=np.int64)
+    window, held = 0, 0
+    for slot, group in enumerate(shuffled):
+        size = int(dataset.group_bytes[first_row[group]])
+        if held and held + size > memory_bytes:
+            window, held = window + 1, 0
+        window_of_slot[slot], held = window, held + size
+    window_of_group = np.empty(len(groups), dtype=np.int64)
+    window_of_group[shuffled] = window_of_slot
+    return rows[np.lexsort((rng.random(len(rows)), window_of_group[group_of_row]))]
 
 
 def rank_batches(order: np.ndarray, rank: int, world_size: int, batch_size: int,
@@ -143,11 +167,14 @@ def rank_batches(order: np.ndarray, rank: int, world_size: int, batch_size: int,
 
 
 class PayloadReader:
-    """Reads payloads by row id, one Parquet row group at a time, with an LRU of row groups."""
+    """Reads payloads by row id, one Parquet row group at a time, with an LRU of row groups that
+    holds at most `memory_bytes` (and always the group in use). `groups_read` counts reads."""
 
-    def __init__(self, dataset: ShardDataset, cached_groups: int = 8) -> None:
+    def __init__(self, dataset: ShardDataset,
+                 memory_bytes: int = DEFAULT_SHUFFLE_BYTES) -> None:
         self.dataset = dataset
-        self.cached_groups = cached_groups
+        self.memory_bytes = memory_bytes
+        self.groups_read = 0
         self._cache: OrderedDict[tuple[int, int], pa.Array] = OrderedDict()
         self._files: dict[int, pq.ParquetFile] = {}
 
@@ -160,8 +187,10 @@ class PayloadReader:
             self._files[file_index] = pq.ParquetFile(
                 self.dataset.root / self.dataset.files[file_index])
         payloads = self._files[file_index].read_row_group(group, columns=["payload"])
+        self.groups_read += 1
         self._cache[key] = payloads.column("payload").combine_chunks()
-        while len(self._cache) > self.cached_groups:
+        while len(self._cache) > 1 and \
+                sum(array.nbytes for array in self._cache.values()) > self.memory_bytes:
             self._cache.popitem(last=False)
         return self._cache[key]
 

@@ -28,6 +28,9 @@ class PreprocessConfig:
     keyframe_interval: frames per GOP. jpeg_quality: for "frames". min_frames: shorter videos are
     rejected (default 16, one clip). videos_per_shard: rows per Parquet shard; None derives it
     from target_shard_mb and a per-format size estimate. row_group_mb: target row-group size.
+    shuffle_seed: the video list is put in a seeded pseudo-random order before it is cut into
+    shards (dataset ids sort by class and source video, so shards in id order would each hold a
+    few classes); the seed is part of the config and so of the manifest.
     """
 
     fps: int = 25
@@ -41,6 +44,7 @@ class PreprocessConfig:
     videos_per_shard: int | None = None
     target_shard_mb: int = 256
     row_group_mb: int = 32
+    shuffle_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.payload not in ("video", "frames"):
@@ -53,7 +57,7 @@ class PreprocessConfig:
             "fps": (1, 240), "short_side": (16, 2160), "crf": (0, MAX_CRF[self.codec]),
             "keyframe_interval": (1, 1000), "jpeg_quality": (1, 100), "min_frames": (1, None),
             "target_shard_mb": (1, None), "row_group_mb": (1, None),
-            "videos_per_shard": (1, None),
+            "videos_per_shard": (1, None), "shuffle_seed": (0, None),
         }
         for name, (low, high) in ranges.items():
             value = getattr(self, name)

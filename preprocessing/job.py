@@ -4,8 +4,10 @@ No torch, DALI or Ray: parallelism is a `ShardExecutor`, a function that runs `p
 tasks and yields results as they finish. `local_executor` uses worker processes on this machine;
 orchestration supplies one that runs the same tasks on a Ray cluster.
 
-Determinism and resumption: videos are sorted by (split, video_id) and cut into consecutive
-shards of `config.shard_size()` videos, so the same inputs and config always give the same plan.
+Determinism and resumption: videos are put in a seeded pseudo-random order (`shuffled`: sorted
+by a hash of (config.shuffle_seed, split, video_id), so that no shard holds a run of one class)
+and cut into consecutive shards of `config.shard_size()` videos, so the same inputs and config
+always give the same plan.
 The worker that finishes a shard writes its Parquet file and then its progress record, both
 atomically; a rerun (after a crash, a kill, or of a finished job) checks the plan, keeps every
 shard whose record and file agree, and transcodes only the rest. Transcoding is single-threaded
@@ -14,6 +16,7 @@ and deterministic, so the rerun's shards are byte-identical to an uninterrupted 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import shutil
@@ -73,10 +76,22 @@ class PlanMismatch(ValueError):
     """The output folder holds shards of a different plan (config or input list changed)."""
 
 
+def shuffled(videos: list[SourceVideo], seed: int) -> list[SourceVideo]:
+    """The videos in a pseudo-random order fixed by `seed`: sorted by sha256(seed, split, id).
+
+    A hash order, not a generator's permutation: it depends on nothing but the ids and the seed
+    (no library version), and adding a video to a dataset moves only that video.
+    """
+    def key(video: SourceVideo) -> bytes:
+        return hashlib.sha256(f"{seed}\0{video.split}\0{video.video_id}".encode()).digest()
+
+    return sorted(videos, key=key)
+
+
 def plan_shards(listing: DatasetListing, config: PreprocessConfig, out_dir: Path
                 ) -> list[ShardTask]:
     size = config.shard_size()
-    videos = listing.videos
+    videos = shuffled(listing.videos, config.shuffle_seed)
     return [ShardTask(index, str(out_dir), config, tuple(videos[start:start + size]))
             for index, start in enumerate(range(0, len(videos), size))]
 

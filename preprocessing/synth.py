@@ -1,21 +1,33 @@
 """A synthetic action dataset whose classes are carried by motion, not appearance.
 
-No torch, DALI or Ray. Every video shows one disk moving over a background. The class is an
-ordered pair of sub-motions (first half of the video, then second half) from
+No torch, DALI or Ray. Every video shows one textured object moving over a textured background.
+The class is how the object moves; everything else is drawn per video from one distribution
+shared by all classes (background texture and colours, object texture, colours and size, speed,
+period, phase, start position, a slow illumination drift), so a model that keys on appearance
+can tell videos apart but not classes. The classes:
 
-    right, left, up, down, circle_cw, circle_ccw, zigzag
+    rise    constant upward motion (the object wraps around the frame edge)
+    fall    constant downward motion (wraps around)
+    slide   constant horizontal motion, left or right at random (wraps around)
+    sway    horizontal oscillation
+    bob     vertical oscillation
+    orbit   circular motion, clockwise or counter-clockwise at random
+    pulse   in place, the object grows and shrinks
+    still   no motion
 
-so classes differ in direction, trajectory shape and the temporal order of the two sub-motions
-(42 classes at most). Everything else is drawn per video from one distribution shared by all
-classes: the textured background and its colours, the disk's colour, size, speed and start
-position, and a slow illumination drift. A model that keys on appearance can tell videos apart
-but not classes. Output: `OUT/<class>/<class>_<i>.<ext>`, the `folder` dataset layout.
+Why these: every class is invariant under each augmentation the pretraining applies, so an
+augmented view never shows another class's motion. A horizontal flip maps each class to itself
+(slide and orbit draw their direction at random, so the mirrored video is just another member
+of the class); motion is stationary in time (periods of 12-20 frames, so any 16-frame clip sees
+a turn), so a temporal crop keeps the class; colour jitter and blur do not change motion; the
+object covers a large share of the frame, so most spatial crops contain it.
+
+Output: `OUT/<class>/<class>_<i>.<ext>`, the `folder` dataset layout.
 """
 
 from __future__ import annotations
 
 import io
-import itertools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -26,42 +38,19 @@ import numpy as np
 
 from preprocessing.transcode import BITEXACT
 
-SUB_MOTIONS = ("right", "left", "up", "down", "circle_cw", "circle_ccw", "zigzag")
+CLASSES = ("rise", "fall", "slide", "sway", "bob", "orbit", "pulse", "still")
 CODECS = {"h264": ("libx264", "mp4", "yuv420p"), "vp9": ("libvpx-vp9", "webm", "yuv420p"),
           "mpeg4": ("mpeg4", "avi", "yuv420p"), "mjpeg": ("mjpeg", "avi", "yuvj420p")}
 
 
 def class_names() -> list[str]:
-    """All motion classes in a fixed order that varies both sub-motions early on."""
-    pairs = [(a, b) for a, b in itertools.product(SUB_MOTIONS, repeat=2) if a != b]
-    order = np.random.default_rng(20261126).permutation(len(pairs))
-    return [f"{pairs[i][0]}-then-{pairs[i][1]}" for i in order]
-
-
-def _sub_motion(name: str, u: np.ndarray) -> np.ndarray:
-    """Displacement (len(u), 2) in units of the amplitude, for progress u in [0, 1]."""
-    if name in ("right", "left", "up", "down"):
-        direction = {"right": (1, 0), "left": (-1, 0), "up": (0, -1), "down": (0, 1)}[name]
-        return u[:, None] * np.array(direction, dtype=float)
-    if name == "zigzag":
-        return np.stack([u, 0.3 * np.sin(4 * math.pi * u)], axis=1)
-    sign = 1 if name == "circle_cw" else -1
-    angle = 2 * math.pi * u * sign
-    return 0.5 * np.stack([np.sin(angle), 1 - np.cos(angle)], axis=1)
-
-
-def trajectory(class_name: str, frames: int) -> np.ndarray:
-    """(frames, 2) path in amplitude units: the first sub-motion, then the second from its end."""
-    first, second = class_name.split("-then-")
-    half = frames // 2
-    a = _sub_motion(first, np.linspace(0, 1, half))
-    b = _sub_motion(second, np.linspace(0, 1, frames - half)) + a[-1]
-    return np.concatenate([a, b])
+    """The motion classes, in label order."""
+    return list(CLASSES)
 
 
 @dataclass(frozen=True)
 class SynthConfig:
-    classes: int = 5
+    classes: int = 8
     videos_per_class: int = 8
     frames: int = 48
     width: int = 160
@@ -71,8 +60,8 @@ class SynthConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not 1 <= self.classes <= len(class_names()):
-            raise ValueError(f"classes must be in 1..{len(class_names())}, got {self.classes}")
+        if not 1 <= self.classes <= len(CLASSES):
+            raise ValueError(f"classes must be in 1..{len(CLASSES)}, got {self.classes}")
         if self.videos_per_class < 1 or self.frames < 2:
             raise ValueError("videos_per_class must be >= 1 and frames >= 2")
         if self.width < 32 or self.height < 32 or self.width % 2 or self.height % 2:
@@ -81,46 +70,94 @@ class SynthConfig:
             raise ValueError(f"codec must be one of {sorted(CODECS)}, got {self.codec!r}")
 
 
-def _start_offset(low: float, high: float, size: int, margin: float,
-                  rng: np.random.Generator) -> float:
-    """Where the path starts along one axis so that all of it stays inside the frame."""
-    free = size - 2 * margin - (high - low)
-    if free <= 0:  # the path barely fits: centre it
-        return size / 2 - (low + high) / 2
-    return margin - low + rng.uniform(0, free)
+@dataclass(frozen=True)
+class Motion:
+    """Where the object is in every frame: centre (T, 2) in pixels (x, y) and scale (T,)."""
+
+    centre: np.ndarray
+    scale: np.ndarray
+
+
+def motion(class_name: str, frames: int, width: int, height: int,
+           rng: np.random.Generator) -> Motion:
+    """The object's path for one video of the class; speeds and sizes scale with the frame."""
+    if class_name not in CLASSES:
+        raise ValueError(f"unknown class {class_name!r}; classes are {', '.join(CLASSES)}")
+    t = np.arange(frames, dtype=float)
+    side = min(width, height)
+    start = rng.uniform([0.3 * width, 0.3 * height], [0.7 * width, 0.7 * height])
+    speed = rng.uniform(0.012, 0.02) * side  # pixels per frame for the constant motions
+    amplitude = rng.uniform(0.14, 0.22) * side
+    period = rng.uniform(12, 20)
+    phase = rng.uniform(0, 2 * math.pi)
+    wave = np.sin(2 * math.pi * t / period + phase)
+    offset = np.zeros((frames, 2))
+    scale = np.ones(frames)
+    if class_name in ("rise", "fall"):
+        offset[:, 1] = (-1 if class_name == "rise" else 1) * speed * t
+    elif class_name == "slide":
+        offset[:, 0] = rng.choice([-1, 1]) * speed * t
+    elif class_name == "sway":
+        offset[:, 0] = amplitude * wave
+    elif class_name == "bob":
+        offset[:, 1] = amplitude * wave
+    elif class_name == "orbit":
+        angle = rng.choice([-1, 1]) * 2 * math.pi * t / period + phase
+        offset = amplitude * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    elif class_name == "pulse":
+        scale = 1 + 0.35 * wave
+    return Motion(start + offset, scale)
+
+
+def _texture(rng: np.random.Generator, height: int, width: int, cell: int) -> np.ndarray:
+    """Smooth random texture (height, width) in [0, 1]: coarse noise, bilinearly upsampled."""
+    coarse = rng.random((height // cell + 2, width // cell + 2))
+    ys = np.arange(height) / cell
+    xs = np.arange(width) / cell
+    y0, x0 = ys.astype(int), xs.astype(int)
+    fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
+    top = coarse[y0][:, x0] * (1 - fx) + coarse[y0][:, x0 + 1] * fx
+    bottom = coarse[y0 + 1][:, x0] * (1 - fx) + coarse[y0 + 1][:, x0 + 1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def _colours(rng: np.random.Generator, avoid: np.ndarray | None = None) -> np.ndarray:
+    """Two RGB colours (2, 3); with `avoid` (n, 3), far enough from those to stay visible."""
+    for _ in range(50):
+        colours = rng.uniform(20, 235, size=(2, 3))
+        if avoid is None or np.abs(avoid[:, None] - colours[None]).sum(-1).min() >= 90:
+            break
+    return colours
 
 
 def render_video(class_name: str, config: SynthConfig, rng: np.random.Generator) -> np.ndarray:
     """Frames (T, H, W, 3) uint8 of one video of the class."""
     h, w, t = config.height, config.width, config.frames
-    # Background: smooth random texture in two random colours plus fine grain.
-    coarse = rng.random((h // 8 + 2, w // 8 + 2))
-    texture = np.kron(coarse, np.ones((8, 8)))[:h, :w]
-    colours = rng.uniform(30, 225, size=(2, 3))
-    background = texture[..., None] * colours[0] + (1 - texture[..., None]) * colours[1]
-    background += rng.normal(0, 6, size=(h, w, 3))
-    # The moving disk: size, colour, speed (amplitude) and placement from shared ranges.
-    radius = rng.uniform(0.07, 0.11) * min(h, w)
-    colour = rng.uniform(0, 255, size=3)
-    for _ in range(20):  # keep the disk visible against both background colours
-        if np.abs(colours - colour).sum(axis=1).min() >= 120:
-            break
-        colour = rng.uniform(0, 255, size=3)
-    amplitude = rng.uniform(0.25, 0.4) * min(h, w)
-    path = trajectory(class_name, t) * amplitude
-    low, high = path.min(0), path.max(0)
-    margin = radius + 2
-    start_x = _start_offset(low[0], high[0], w, margin, rng)
-    start_y = _start_offset(low[1], high[1], h, margin, rng)
-    centres = path + np.array([start_x, start_y])
-    # Slow illumination drift: brightness 1 +- 0.15 over a period longer than the video.
-    phase, period = rng.uniform(0, 2 * math.pi), rng.uniform(2, 4) * t
-    ys, xs = np.mgrid[0:h, 0:w]
+    side = min(h, w)
+    texture = _texture(rng, h, w, max(4, side // 10))[..., None]
+    background_colours = _colours(rng)
+    background = texture * background_colours[0] + (1 - texture) * background_colours[1]
+    background += rng.normal(0, 4, size=(h, w, 3))
+    radius = rng.uniform(0.13, 0.18) * side
+    # The object's own texture, in its coordinates (pixels from its centre, unscaled).
+    extent = int(2 * radius * 1.4) + 4
+    object_texture = _texture(rng, extent, extent, max(3, extent // 4))[..., None]
+    object_colours = _colours(rng, avoid=background_colours)
+    pattern = object_texture * object_colours[0] + (1 - object_texture) * object_colours[1]
+    path = motion(class_name, t, w, h, rng)
+    drift_phase, drift_period = rng.uniform(0, 2 * math.pi), rng.uniform(2, 4) * t
+    ys, xs = np.mgrid[0:h, 0:w].astype(float)
     frames = np.empty((t, h, w, 3), dtype=np.uint8)
-    for i, (cx, cy) in enumerate(centres):
-        inside = ((xs - cx) ** 2 + (ys - cy) ** 2) <= radius**2
-        image = np.where(inside[..., None], colour, background)
-        image = image * (1 + 0.15 * math.sin(2 * math.pi * i / period + phase))
+    for i in range(t):
+        # Positions wrap around the frame (rise, fall and slide leave one edge, enter the other).
+        dx = (xs - path.centre[i, 0] + w / 2) % w - w / 2
+        dy = (ys - path.centre[i, 1] + h / 2) % h - h / 2
+        r = radius * path.scale[i]
+        inside = dx**2 + dy**2 <= r**2
+        u = np.clip((dx / path.scale[i] + extent / 2).astype(int), 0, extent - 1)
+        v = np.clip((dy / path.scale[i] + extent / 2).astype(int), 0, extent - 1)
+        image = np.where(inside[..., None], pattern[v, u], background)
+        image = image * (1 + 0.15 * math.sin(2 * math.pi * i / drift_period + drift_phase))
         frames[i] = np.clip(image, 0, 255).astype(np.uint8)
     return frames
 
@@ -147,7 +184,7 @@ def encode_video(frames: np.ndarray, fps: int, codec: str) -> tuple[bytes, str]:
 def synthesize(out: Path, config: SynthConfig) -> list[Path]:
     """Write the dataset under `out`; returns the video paths. Deterministic from the seed."""
     written = []
-    for class_index, name in enumerate(class_names()[: config.classes]):
+    for class_index, name in enumerate(CLASSES[: config.classes]):
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
         for index in range(config.videos_per_class):
