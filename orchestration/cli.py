@@ -49,6 +49,20 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ablate(args: argparse.Namespace) -> int:
+    from orchestration.ablation import run_ablation
+    from orchestration.experiment import ConfigError
+    from orchestration.tracking import TrackingUnavailable
+
+    try:
+        run_ablation(args.config, list(args.overrides), args.table, args.seeds, args.out,
+                     args.train, args.test)
+    except (ConfigError, ValueError, TrackingUnavailable) as error:
+        print(f"ctrlaug ablate: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from orchestration.evaluate import load_encoder, run_evaluation
     from orchestration.finetune import FinetuneConfig
@@ -144,12 +158,14 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _preview(args: argparse.Namespace) -> int:
+    from orchestration.experiment import ConfigError, load_config
     from orchestration.preview import write_preview
 
     try:
+        config = load_config(args.config, list(args.overrides))
         path = write_preview(args.shards, args.out, index=args.index, seed=args.seed,
-                             backend=args.backend)
-    except ValueError as error:
+                             backend=args.backend, config=config)
+    except (ConfigError, ValueError) as error:
         print(f"ctrlaug preview: {error}", file=sys.stderr)
         return 2
     print(f"wrote {path}")
@@ -237,6 +253,8 @@ def _add_data_commands(commands) -> None:
     preview.add_argument("--index", type=int, default=0, help="which video of the first batch")
     preview.add_argument("--seed", type=int, default=0)
     preview.add_argument("--backend", default="dali", choices=["dali", "reference"])
+    preview.add_argument("--config", type=Path, help="experiment whose views to draw (its "
+                                                     "augment and model sections)")
     preview.set_defaults(handler=_preview)
 
 
@@ -258,6 +276,20 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--tracking-uri", help="MLflow server URL (default: a SQLite file in "
                                                  "run.storage_path)")
     pretrain.set_defaults(handler=_pretrain)
+
+    ablate = commands.add_parser(
+        "ablate", help="run one of the paper's ablation tables (4, 5, 6, 7): pretraining and "
+                       "held-out evaluation per row and seed, a results table, MLflow runs")
+    ablate.add_argument("--config", type=Path, required=True,
+                        help="the experiment (configs/ablation-cpu.toml on a CPU machine)")
+    ablate.add_argument("--table", type=int, required=True, choices=[4, 5, 6, 7])
+    ablate.add_argument("--seeds", type=int, default=3, help="seeds per row (default 3)")
+    ablate.add_argument("--out", type=Path, default=Path("ablation"),
+                        help="results, tables and job folders (rerun to resume)")
+    ablate.add_argument("--train", type=Path, help="train shards (default: the synthetic "
+                                                   "motion benchmark, built under OUT/data)")
+    ablate.add_argument("--test", type=Path, help="held-out test shards (with --train)")
+    ablate.set_defaults(handler=_ablate)
     _add_data_commands(commands)
     return parser
 
@@ -266,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     overrides = [item for item in extra if item.startswith("--") and "." in item.split("=")[0]]
-    if args.command in ("pretrain", "demo"):
+    if args.command in ("pretrain", "demo", "ablate", "preview"):
         unknown = [item for item in extra if item not in overrides]
         if unknown:
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")

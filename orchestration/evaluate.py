@@ -39,8 +39,8 @@ from model.evaluation import (
     train_linear_probe,
 )
 from orchestration.finetune import FinetuneConfig, run_finetune
-from orchestration.runtime import load_checkpoint
 from orchestration.preview import frames_to_uint8
+from orchestration.runtime import load_checkpoint
 from pipeline import build_eval_loader
 from pipeline.config import AugmentConfig
 

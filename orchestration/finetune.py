@@ -2,7 +2,8 @@
 this process with `ray=False`, through the same loop).
 
 Each worker trains on its share of the train videos (supervised loader: one random clip, random
-crop and flip per video) with Adam and cross-entropy, under DDP when there are several workers;
+crop and flip per video) with Adam, a cosine learning-rate schedule over the epochs and
+cross-entropy, under DDP when there are several workers;
 every epoch is checkpointed, so a failed worker group restarts from the last epoch. Rank 0
 measures the test accuracy (10 clips per video, centre crop, softmax averaged) before training
 and after the last epoch, reports both, and logs them to the evaluation's MLflow run.
@@ -79,11 +80,13 @@ def finetune_loop(loop_config: dict, runtime: LocalRuntime | RayRuntime) -> None
     model = VideoClassifier(encoder, loop_config["num_classes"])
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
                                  weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs)
     start, initial = 0, None
     saved = runtime.restore()
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
         start, initial = saved["epoch"], saved["initial"]
     plain = model.to(runtime.device)
     if rank == 0 and initial is None:
@@ -105,6 +108,7 @@ def finetune_loop(loop_config: dict, runtime: LocalRuntime | RayRuntime) -> None
             total += loss.item() * len(labels)
             correct += int((logits.argmax(1) == labels).sum())
             seen += len(labels)
+        scheduler.step()
         metrics = {"epoch": epoch + 1, "train_loss": total / max(seen, 1),
                    "train_accuracy": correct / max(seen, 1)}
         if rank == 0 and epoch + 1 == config.epochs:
@@ -112,7 +116,8 @@ def finetune_loop(loop_config: dict, runtime: LocalRuntime | RayRuntime) -> None
             metrics |= {"initial_top1": initial["top1"], "initial_top5": initial["top5"],
                         "finetune_top1": final["top1"], "finetune_top5": final["top5"]}
         checkpoint = {"model": plain.state_dict(), "optimizer": optimizer.state_dict(),
-                      "epoch": epoch + 1, "initial": initial} if rank == 0 else None
+                      "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
+                      "initial": initial} if rank == 0 else None
         runtime.report(metrics, checkpoint)
 
 

@@ -32,7 +32,7 @@ import torch
 from model import PretrainNetwork
 from orchestration.distributed import gather_keys_with_grad, gather_views_with_grad
 from orchestration.experiment import ExperimentConfig, config_from_dict
-from orchestration.runtime import CHECKPOINT_FILE, LocalRuntime, RayRuntime, load_checkpoint
+from orchestration.runtime import CHECKPOINT_FILE, LocalRuntime, RayRuntime
 from orchestration.train_step import NonFiniteLoss, training_step, unwrap
 from pipeline import build_pretrain_loader
 from preprocessing.progress import format_seconds

@@ -12,6 +12,7 @@ Ray is imported only inside RayRuntime, so the in-process path needs no cluster.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import torch

@@ -25,7 +25,8 @@ class AugmentConfig:
     clip_frames: L, frames per view. num_clips: K local clips. frame_stride: s, the temporal
     stride of a local clip. clip_extent: "stride" (clips of L frames with stride frame_stride)
     or "segment" (the stride adapts to each video: the largest whose clip fits in one of its K
-    segments, T // (K L), so the K clips cover the video; evaluation clips use the same stride). size: output side (112). global_area / local_area: area fraction of
+    segments, T // (K L), so the K clips cover the video; evaluation clips use the same stride).
+    size: output side (112). global_area / local_area: area fraction of
     the global box in the frame, and of each local box in the global box. aspect: width/height
     range of boxes, in pixels. flip_probability: per view, independently. brightness, contrast,
     saturation: half-widths of the factor ranges around 1; hue: half-width of the shift range;

@@ -17,7 +17,7 @@ CTRLAUG = str(Path(sys.executable).parent / "ctrlaug")
 
 def test_preview_draws_frames_boxes_time_spans_and_heat_maps(shards):
     batch = next(iter(build_pretrain_loader(shards["video"], batch_size=2, levels_per_batch=2)))
-    image = np.asarray(render_preview(batch, index=1))
+    image = np.asarray(render_preview(batch, ((2, 4, 4), (8, 4, 4)), index=1))
     assert image.shape[0] > 300 and image.shape[1] > 8 * 112
     for colour in COLOURS[:4]:  # every local clip has its box, span and label drawn
         assert (image == np.array(colour, dtype=np.uint8)).all(-1).sum() > 50

@@ -1,0 +1,302 @@
+"""`ctrlaug ablate`: the paper's ablation tables as experiments on held-out videos.
+
+One command runs one table, from one experiment config:
+
+    Table 7  learning objectives: L_nce; L_rc; L_rc + L_mi; L_rc + L_td; L_nce + L_mi + L_td;
+             L_rc + L_mi + L_td
+    Table 6  temporal dependency head: none, vcop, mlp, gru, gru_mlp (with L_rc + L_mi)
+    Table 4  local clips K and global temporal resolution T_v (T_v computed from the encoder)
+    Table 5  intensity levels: bins of brightness/contrast/saturation, hue, blur
+
+Every row, for every seed, is a pretraining job (`run_pretraining`, so the config's `run.ray`
+decides between Ray Train and this process) followed by the linear probe and retrieval of its
+encoder on held-out test videos (`run_evaluation`). Two reference rows share the budget: a
+randomly initialised encoder (no pretraining) and a supervised encoder (trained on the labels
+for the same epochs, batch and learning rate; the upper bound), evaluated the same way.
+
+What is written to OUT:
+    results.jsonl    one line per (row, seed), appended as soon as it finishes: a rerun skips
+                     what is there (keyed by the row's resolved config and seed), so a killed
+                     ablation resumes
+    table<N>.md      the table: mean and standard deviation over seeds of each metric
+    table<N>.csv     every seed's numbers
+    runs/            the jobs' folders and, unless run.tracking_uri is set, the MLflow store
+MLflow: one parent run per (OUT, table) in the experiment "ctrlaug-ablation", each row's
+pretraining and evaluation runs nested under it, the table logged on the parent.
+
+Scale: the config is the scale. configs/ablation-cpu.toml sizes Table 7 for a 2-core CPU
+machine on the synthetic motion benchmark (built under OUT/data when --train/--test are not
+given); configs/ucf101.toml with --train/--test shard folders takes the same experiment to GPUs
+and a real dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from model.encoder import R3D18
+from orchestration.experiment import ExperimentConfig, load_config
+from preprocessing.progress import format_seconds
+
+EXPERIMENT = "ctrlaug-ablation"
+METRICS = ("linear_top1", "R@1", "R@5")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of a table: its label and the config overrides that make it.
+
+    kind: "pretrain" (pretrain with the overrides, then evaluate), "random" (evaluate a randomly
+    initialised encoder) or "supervised" (train encoder + linear head on the labels, then
+    evaluate the encoder like the others).
+    """
+
+    name: str
+    overrides: tuple[str, ...] = ()
+    kind: Literal["pretrain", "random", "supervised"] = "pretrain"
+
+
+REFERENCE_ROWS = (Row("random init (no pretraining)", kind="random"),
+                  Row("supervised (upper bound)", kind="supervised"))
+
+
+def _objective(contrast: str, mi: bool, td: bool) -> tuple[str, ...]:
+    return (f"--loss.contrast={contrast}", f"--loss.mi={str(mi).lower()}",
+            f"--loss.td={str(td).lower()}")
+
+
+def _clips(k: int, unstrided_stages: int) -> tuple[str, ...]:
+    return (f"--model.num_clips={k}", f"--augment.num_clips={k}",
+            f"--model.global_unstrided_stages={unstrided_stages}",
+            *(("--loss.td=false",) if k < 2 else ()))
+
+
+TABLES: dict[int, tuple[str, tuple[Row, ...]]] = {
+    7: ("Table 7: learning objectives", (
+        Row("L_nce", _objective("clip", False, False)),
+        Row("L_rc", _objective("region", False, False)),
+        Row("L_rc + L_mi", _objective("region", True, False)),
+        Row("L_rc + L_td", _objective("region", False, True)),
+        Row("L_nce + L_mi + L_td", _objective("clip", True, True)),
+        Row("L_rc + L_mi + L_td", _objective("region", True, True)),
+    )),
+    6: ("Table 6: temporal dependency head (with L_rc + L_mi)", (
+        Row("none", _objective("region", True, False)),
+        *(Row(head, (*_objective("region", True, True), f"--model.temporal_head={head}"))
+          for head in ("vcop", "mlp", "gru", "gru_mlp")),
+    )),
+    4: ("Table 4: local clips K and global temporal resolution T_v", tuple(
+        Row(f"K={k}, stages={stages}", _clips(k, stages))
+        for k, stages in ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2), (4, 1), (4, 2)))),
+    5: ("Table 5: intensity levels (bins of B/C/S, H, blur)", tuple(
+        Row(f"{bcs}/{hue}/{blur}", (f"--augment.level_bins=[{bcs},{bcs},{bcs},{hue},{blur}]",))
+        for bcs, hue, blur in ((2, 2, 2), (4, 2, 4), (4, 4, 4), (5, 2, 5)))),
+}
+
+
+def _label(row: Row, config: ExperimentConfig) -> str:
+    """Table 4's rows name T_v, computed from the encoder for this config's views."""
+    if not row.name.startswith("K="):
+        return row.name
+    frames = (config.augment.clip_frames, config.augment.size, config.augment.size)
+    encoder = R3D18(1, config.model.global_unstrided_stages)
+    t_c = encoder.feature_grid(frames, "clip")[0]
+    t_v = encoder.feature_grid(frames, "video")[0]
+    k = config.model.num_clips
+    return f"K={k}, T_v={t_v} (T_v/KT_c={t_v / (k * t_c):.2f})"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def _key(config: ExperimentConfig, row: Row, seed: int) -> str:
+    """What a result depends on: the row's kind, its resolved config (minus where it is
+    written) and the seed."""
+    values = config.to_dict()
+    values["run"] = {k: v for k, v in values["run"].items()
+                     if k not in ("name", "storage_path", "tracking_uri", "experiment")}
+    text = json.dumps({"kind": row.kind, "config": values, "seed": seed}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _read_results(path: Path) -> dict[str, dict]:
+    if not path.is_file():
+        return {}
+    return {line["key"]: line for line in map(json.loads, path.read_text().splitlines())
+            if line}
+
+
+def _parent_run(uri: str, out: Path, table: int) -> str:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(EXPERIMENT)
+    experiment = found.experiment_id if found else client.create_experiment(EXPERIMENT)
+    tag = f"{out.resolve()}:table{table}"
+    runs = client.search_runs([experiment], filter_string=f"tags.`ctrlaug.ablation` = '{tag}'",
+                              max_results=1)
+    if runs:
+        return runs[0].info.run_id
+    return client.create_run(experiment, run_name=f"ablation table {table}",
+                             tags={"ctrlaug.ablation": tag}).info.run_id
+
+
+def _encoder_after(row: Row, config: ExperimentConfig, seed: int, train: Path, test: Path,
+                   parent: str, num_classes: int) -> tuple[R3D18, str]:
+    """The encoder the row evaluates, and the MLflow run its evaluation nests under."""
+    from orchestration.evaluate import encoder_from_checkpoint
+    from orchestration.finetune import FinetuneConfig, run_finetune
+    from orchestration.pretrain import run_pretraining
+    from orchestration.runtime import load_checkpoint
+
+    if row.kind == "pretrain":
+        metrics = run_pretraining(config, tags={"mlflow.parentRunId": parent})
+        encoder, _ = encoder_from_checkpoint(Path(metrics["checkpoint"]))
+        return encoder, metrics["mlflow_run_id"]
+    torch.manual_seed(seed)
+    encoder = R3D18(config.model.width, config.model.global_unstrided_stages)
+    if row.kind == "random":
+        return encoder, parent
+    finetune = FinetuneConfig(epochs=config.optim.epochs, lr=config.optim.lr,
+                              weight_decay=config.optim.weight_decay,
+                              batch_size=config.data.batch_size, seed=seed,
+                              backend=config.data.backend, ray=False)
+    folder = Path(config.run.storage_path)
+    run_finetune(encoder, num_classes, train, test, finetune, config.run.name, folder,
+                 config.augment)
+    saved = load_checkpoint(folder.resolve() / config.run.name / "finetune.pt")
+    encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in saved["model"].items()
+                             if k.startswith("encoder.")})
+    return encoder, parent
+
+
+def summarise(results: list[dict]) -> dict[str, dict[str, tuple[float, float]]]:
+    """{row: {metric: (mean, standard deviation over seeds)}} in the rows' order."""
+    table: dict[str, dict[str, list[float]]] = {}
+    for result in results:
+        per_metric = table.setdefault(result["row"], {m: [] for m in METRICS})
+        for metric in METRICS:
+            per_metric[metric].append(result[metric])
+    return {row: {m: (sum(v) / len(v), _std(v)) for m, v in metrics.items()}
+            for row, metrics in table.items()}
+
+
+def _std(values: list[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def render_table(title: str, results: list[dict], chance: float) -> str:
+    """The markdown table: mean ± std over seeds per row, with the seeds used."""
+    summary = summarise(results)
+    seeds = {row: sorted({r["seed"] for r in results if r["row"] == row}) for row in summary}
+    lines = [f"### {title}", "",
+             "| row | linear top-1 | R@1 | R@5 | seeds |", "|---|---|---|---|---|"]
+    for row, metrics in summary.items():
+        cells = " | ".join(f"{mean:.3f} ± {std:.3f}" for mean, std in metrics.values())
+        lines.append(f"| {row} | {cells} | {','.join(map(str, seeds[row]))} |")
+    lines += ["", f"Chance: top-1 {chance:.3f}. Mean ± sample standard deviation over seeds; "
+                  f"held-out test videos (linear probe: test clips' softmax averaged; "
+                  f"retrieval: test videos query train videos)."]
+    return "\n".join(lines) + "\n"
+
+
+def run_ablation(config_path: Path, overrides: list[str], table: int, seeds: int, out: Path,
+                 train: Path | None = None, test: Path | None = None,
+                 log=print) -> list[dict]:
+    """Run (or resume) one table; returns every row's per-seed results."""
+    from mlflow.tracking import MlflowClient
+
+    from orchestration.benchmark_data import build_motion_benchmark
+    from orchestration.evaluate import run_evaluation
+    from orchestration.tracking import check_reachable, resolve_tracking_uri
+
+    if table not in TABLES:
+        raise ValueError(f"--table must be one of {', '.join(map(str, sorted(TABLES)))}")
+    if seeds < 1:
+        raise ValueError("--seeds must be >= 1")
+    if (train is None) != (test is None):
+        raise ValueError("give both --train and --test, or neither (the synthetic benchmark)")
+    out = Path(out).resolve()
+    storage = out / "runs"
+    base = load_config(config_path, [*overrides, f"--run.storage_path={storage}"])
+    if train is None:
+        log(f"synthetic motion benchmark in {out / 'data'}")
+        train, test = build_motion_benchmark(out / "data", log=log)
+    classes = json.loads((Path(train) / "manifest.json").read_text())["classes"]
+    uri = resolve_tracking_uri(base.run.tracking_uri, str(storage))
+    check_reachable(uri)
+    parent = _parent_run(uri, out, table)
+    title, rows = TABLES[table]
+    jobs = []
+    for row in (*REFERENCE_ROWS, *rows):
+        for seed in range(seeds):
+            config = load_config(config_path, [
+                *overrides, *row.overrides, f"--data.shards={train}", f"--run.seed={seed}",
+                f"--run.storage_path={storage}", f"--run.experiment={EXPERIMENT}",
+                f"--run.name=t{table}-{_slug(row.name)}-s{seed}", f"--run.tracking_uri={uri}"])
+            jobs.append((row, seed, config, _label(row, config), _key(config, row, seed)))
+    results_path = out / "results.jsonl"
+    done = _read_results(results_path)
+    todo = sum(1 for *_, key in jobs if key not in done)
+    results, started, ran = [], time.perf_counter(), 0
+    for number, (row, seed, config, label, key) in enumerate(jobs, start=1):
+        if key in done:
+            results.append({**done[key], "row": label})
+            continue
+        eta = "" if ran == 0 else f", about " \
+            f"{format_seconds((time.perf_counter() - started) / ran * (todo - ran))} left"
+        log(f"[{number}/{len(jobs)}] {label}, seed {seed}{eta}")
+        row_started = time.perf_counter()
+        encoder, nest_under = _encoder_after(row, config, seed, Path(train), Path(test),
+                                             parent, len(classes))
+        scores = run_evaluation(
+            ["linear", "retrieval"], encoder, Path(train), Path(test), uri, nest_under,
+            storage / "feature-cache", name=f"{label} seed {seed}", backend=config.data.backend,
+            augment=config.augment, experiment_name=EXPERIMENT,
+            tags={"ctrlaug.ablation_row": label, "ctrlaug.seed": str(seed)})
+        result = {"key": key, "table": table, "row": label, "kind": row.kind, "seed": seed,
+                  **{m: scores[m] for m in (*METRICS, "linear_top5", "R@10")},
+                  "minutes": (time.perf_counter() - row_started) / 60,
+                  "evaluation_run": scores["mlflow_run_id"]}
+        with results_path.open("a") as handle:
+            handle.write(json.dumps(result) + "\n")
+        results.append(result)
+        ran += 1
+        log(f"      linear top-1 {result['linear_top1']:.3f}  R@1 {result['R@1']:.3f}  "
+            f"R@5 {result['R@5']:.3f}  ({result['minutes']:.1f} min)")
+    markdown = render_table(title, results, 1 / len(classes))
+    (out / f"table{table}.md").write_text(markdown)
+    _write_csv(out / f"table{table}.csv", results)
+    client = MlflowClient(uri)
+    client.log_text(parent, markdown, f"table{table}.md")
+    for row, metrics in summarise(results).items():
+        for metric, (mean, _) in metrics.items():
+            client.log_metric(parent, f"{_slug(row)}.{metric.replace('@', '_at_')}", mean)
+    client.set_terminated(parent, "FINISHED")
+    log(markdown)
+    return results
+
+
+def _write_csv(path: Path, results: list[dict]) -> None:
+    columns = ("row", "seed", "kind", *METRICS, "linear_top5", "R@10", "minutes")
+    lines = [",".join(columns)]
+    for result in results:
+        lines.append(",".join(f'"{result[c]}"' if c == "row" else
+                              (f"{result[c]:.4f}" if isinstance(result[c], float)
+                               else str(result[c])) for c in columns))
+    path.write_text("\n".join(lines) + "\n")
+
+
