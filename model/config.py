@@ -78,8 +78,11 @@ class ModelConfig:
         1 -> T_v = 4, 2 -> T_v = 8 (the paper's default); these are Table 4's T_v column.
     num_clips: K, local clips per video (the temporal heads are sized for it).
     projection_hidden_dim, projection_dim: the per-location projection head, 1x1x1 convs
-        (8*width -> hidden -> dim) followed by L2 normalisation (paper: 512 -> 512 -> 128).
-    mine_hidden_dim: hidden width of the MINE statistics network G_theta (two-layer MLP).
+        (8*width -> hidden -> dim) followed by L2 normalisation. The paper gives no head;
+        512 -> 512 -> 128 is the shape of the MoCo v2 head (hidden = feature width, 128 out)
+        applied to R3D-18's 512-d features.
+    mine_hidden_dim: hidden width of the MINE statistics network G_theta (the paper: a two-layer
+        MLP, width not given; 512 matches the feature width).
     temporal_head: G_psi of Table 6: "mlp", "gru" (default), "gru_mlp" or "vcop".
     temporal_hidden_dim: hidden width of the temporal head (GRU state and MLP layers).
     """
@@ -121,14 +124,18 @@ class LossConfig:
 
     contrast: "region" (L_rc, soft spatio-temporal region contrast, Eqs. 3-4), "clip" (L_nce, the
         clip-level InfoNCE baseline of Table 7 row 1) or "none".
-    temperature: tau of the contrastive softmax (paper: 0.07).
+    temperature: tau of the contrastive softmax. The paper does not give it; 0.07 is the value of
+        the InfoNCE formulations it builds on (Wu et al. [68], MoCo [26]).
     mi: L_mi on/off (MINE-based low-level shortcut elimination, Eqs. 5-6).
-    grl_scale: gradient-reversal factor between G_theta and the encoder.
-    mine_ema_rate: rate of the moving average that corrects the DV bound's gradient bias (MINE).
+    grl_scale: gradient-reversal factor between G_theta and the encoder (not in the paper;
+        1.0, a plain reversal).
+    mine_ema_rate: rate of the moving average that corrects the DV bound's gradient bias (MINE's
+        own correction; the paper gives no rate, 0.01 is ours).
     td: L_td on/off (local-global temporal order dependency, Eq. 7). The head is
         ModelConfig.temporal_head.
     td_temperature: the temporal head's scores lie in [-1/t, 1/t] (the "gru" head's cosine
-        temperature), which keeps the DV bound of L_td finite (see model.temporal).
+        temperature), which keeps the DV bound of L_td finite (see model.temporal). Not in the
+        paper (which scores with a plain cosine for "gru"); 0.1 is ours.
     *_weight: w_rc (or w_nce), w_mi, w_td. The paper does not publish weights; 1.0 each.
 
     Table 7 rows as configs: (contrast, mi, td) = (clip, F, F), (region, F, F), (region, T, F),

@@ -44,6 +44,7 @@ from typing import Literal
 import torch
 
 from model.encoder import R3D18
+from orchestration.benchmark_data import MotionBenchmark, build_motion_benchmark
 from orchestration.experiment import ExperimentConfig, load_config
 from preprocessing.progress import format_seconds
 
@@ -215,11 +216,15 @@ def render_table(title: str, results: list[dict], chance: float) -> str:
 
 def run_ablation(config_path: Path, overrides: list[str], table: int, seeds: int, out: Path,
                  train: Path | None = None, test: Path | None = None,
+                 rows: list[str] | None = None, benchmark: MotionBenchmark | None = None,
                  log=print) -> list[dict]:
-    """Run (or resume) one table; returns every row's per-seed results."""
+    """Run (or resume) one table; returns every row's per-seed results.
+
+    rows: only these rows (by name, reference rows included), in table order; None: all.
+    benchmark: the synthetic benchmark's sizes when train/test are not given (None: default).
+    """
     from mlflow.tracking import MlflowClient
 
-    from orchestration.benchmark_data import build_motion_benchmark
     from orchestration.evaluate import run_evaluation
     from orchestration.tracking import check_reachable, resolve_tracking_uri
 
@@ -229,19 +234,25 @@ def run_ablation(config_path: Path, overrides: list[str], table: int, seeds: int
         raise ValueError("--seeds must be >= 1")
     if (train is None) != (test is None):
         raise ValueError("give both --train and --test, or neither (the synthetic benchmark)")
+    title, table_rows = TABLES[table]
+    chosen = [row for row in (*REFERENCE_ROWS, *table_rows) if rows is None or row.name in rows]
+    unknown = sorted(set(rows or ()) - {row.name for row in (*REFERENCE_ROWS, *table_rows)})
+    if unknown or not chosen:
+        raise ValueError(f"unknown row(s) {unknown} for table {table}; rows are: " + "; ".join(
+            row.name for row in (*REFERENCE_ROWS, *table_rows)))
     out = Path(out).resolve()
     storage = out / "runs"
     base = load_config(config_path, [*overrides, f"--run.storage_path={storage}"])
     if train is None:
         log(f"synthetic motion benchmark in {out / 'data'}")
-        train, test = build_motion_benchmark(out / "data", log=log)
+        train, test = build_motion_benchmark(out / "data", benchmark or MotionBenchmark(),
+                                             log=log)
     classes = json.loads((Path(train) / "manifest.json").read_text())["classes"]
     uri = resolve_tracking_uri(base.run.tracking_uri, str(storage))
     check_reachable(uri)
     parent = _parent_run(uri, out, table)
-    title, rows = TABLES[table]
     jobs = []
-    for row in (*REFERENCE_ROWS, *rows):
+    for row in chosen:
         for seed in range(seeds):
             config = load_config(config_path, [
                 *overrides, *row.overrides, f"--data.shards={train}", f"--run.seed={seed}",

@@ -55,8 +55,9 @@ def _ablate(args: argparse.Namespace) -> int:
     from orchestration.tracking import TrackingUnavailable
 
     try:
+        rows = [name.strip() for name in args.rows.split(";")] if args.rows else None
         run_ablation(args.config, list(args.overrides), args.table, args.seeds, args.out,
-                     args.train, args.test)
+                     args.train, args.test, rows)
     except (ConfigError, ValueError, TrackingUnavailable) as error:
         print(f"ctrlaug ablate: {error}", file=sys.stderr)
         return 2
@@ -289,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--train", type=Path, help="train shards (default: the synthetic "
                                                    "motion benchmark, built under OUT/data)")
     ablate.add_argument("--test", type=Path, help="held-out test shards (with --train)")
+    ablate.add_argument("--rows", help="only these rows, separated by ';' (names as in the "
+                                       "table, e.g. 'L_nce;L_rc + L_mi + L_td')")
     ablate.set_defaults(handler=_ablate)
     _add_data_commands(commands)
     return parser

@@ -164,7 +164,7 @@ def test_verify_finds_corruption_and_missing_shards(videos, tmp_path):
 def test_inspect_summarises_counts_codecs_and_rejections(videos, tmp_path):
     run(videos, tmp_path / "shards")
     text = summarize_shards(tmp_path / "shards")
-    assert "6 videos in 4 shards" in text and "5 rejected of 11 inputs" in text
+    assert "6 videos in 5 shards" in text and "5 rejected of 11 inputs" in text
     assert "payload: video (vp9)" in text and "splits: train 6" in text
     assert "source codecs: h264 6" in text
     for reason in BAD_REASONS.values():
