@@ -75,6 +75,39 @@ def test_clip_centres_fall_in_their_segments_and_shift_minimally(frames, seed):
         assert ((starts == unclamped) | (starts == 0) | (starts == frames - 16)).all()
 
 
+@settings(max_examples=60, deadline=None)
+@given(frames=st.integers(1, 2000), seed=st.integers(0, 2**31 - 1),
+       extent=st.sampled_from(["stride", "segment"]), stride=st.integers(1, 4))
+def test_clips_lie_inside_their_segments_whenever_they_fit(frames, seed, extent, stride):
+    config = AugmentConfig(levels_per_batch=8, clip_extent=extent, frame_stride=stride)
+    global_views, local_views = draw([(frames, 170, 128)], seed=seed, config=config)
+    k, length = config.num_clips, config.clip_frames
+    s = max(1, frames // (k * length)) if extent == "segment" else stride
+    for index in range(k):
+        indices = local_views.frame_indices[0, index]
+        t0, t1 = local_views.t0[0, index], local_views.t1[0, index]
+        if frames >= length * s:  # L frames with stride s over [t0, t1) = L s frames
+            assert (np.diff(indices) == s).all() and indices[0] == t0 and t1 - t0 == length * s
+        segment = (index * frames / k, (index + 1) * frames / k)
+        if np.floor(segment[1]) - np.ceil(segment[0]) >= length * s:  # the clip fits
+            assert segment[0] <= t0 and t1 <= segment[1]
+        else:  # the paper's rule: the centre lies in the segment, shifted inside the video
+            assert t0 >= 0 and t1 <= max(frames, length * s)
+    if extent == "segment" and frames >= k * length:
+        # The K clips cover most of the video: at least K L s >= T - K L frames.
+        covered = (local_views.t1 - local_views.t0).sum()
+        assert covered >= frames - k * length
+
+
+def test_segment_extent_spreads_eval_and_supervised_clips_too():
+    config = AugmentConfig(clip_extent="segment")
+    views = sample_eval_views(np.array([250]), np.array([170]), np.array([128]), config)
+    assert (np.diff(views.frame_indices[0], axis=-1) == 3).all()  # 250 // 64 = 3
+    supervised = sample_supervised_views(np.array([250]), np.array([170]), np.array([128]),
+                                         np.array([0]), seed=0, epoch=0, config=config)
+    assert (np.diff(supervised.frame_indices[0, 0]) == 3).all()
+
+
 def test_area_fractions_and_aspects_follow_the_config_when_nothing_is_clamped():
     batch = [(100, 1000, 1000)] * 200
     global_views, local_views = draw(batch, config=AugmentConfig(levels_per_batch=8))

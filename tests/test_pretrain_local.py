@@ -1,0 +1,57 @@
+"""Pretraining in this process (run.ray = false): the same loop as on Ray Train, without a
+cluster: it logs to MLflow, checkpoints, resumes on rerun and survives an injected failure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from orchestration.experiment import ConfigError, load_config
+from orchestration.pretrain import INJECTED_FILE, job_folder, run_pretraining
+from orchestration.runtime import load_checkpoint
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def config_for(name, shards, storage, *extra):
+    return load_config(CONFIGS / "tiny-cpu.toml", [
+        f"--data.shards={shards}", f"--run.storage_path={storage}", f"--run.name={name}",
+        "--run.ray=false", "--run.workers=1", "--data.batch_size=2", "--optim.epochs=2",
+        "--model.width=4", "--augment.size=32", "--augment.levels_per_batch=2", *extra])
+
+
+def steps_of(uri, run_id, metric="loss_rc"):
+    return sorted({m.step for m in MlflowClient(uri).get_metric_history(run_id, metric)})
+
+
+def test_an_in_process_run_trains_logs_checkpoints_and_resumes(shards, tmp_path):
+    config = config_for("local", shards["frames"], tmp_path)
+    metrics = run_pretraining(config)
+    uri, run_id = metrics["tracking_uri"], metrics["mlflow_run_id"]
+    assert steps_of(uri, run_id) == list(range(1, 7))  # 6 videos / 2 per batch x 2 epochs
+    run = MlflowClient(uri).get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.params["run.ray"] == "False"
+    saved = load_checkpoint(Path(metrics["checkpoint"]))
+    assert (saved["epoch"], saved["step"]) == (2, 6)
+    assert Path(metrics["checkpoint"]).parent == job_folder(config)
+    again = run_pretraining(config)  # the same command: nothing left to train
+    assert again["mlflow_run_id"] == run_id and steps_of(uri, run_id) == list(range(1, 7))
+    assert torch.equal(load_checkpoint(Path(again["checkpoint"]))["model"]["encoder.stem.0"
+                                                                          ".weight"],
+                       saved["model"]["encoder.stem.0.weight"])
+
+
+def test_an_in_process_failure_restarts_from_the_last_checkpoint(shards, tmp_path):
+    config = config_for("faulty", shards["frames"], tmp_path, "--run.fail_at_step=4",
+                        "--run.checkpoint_every_steps=2")
+    metrics = run_pretraining(config)
+    assert (job_folder(config) / INJECTED_FILE).exists()  # the failure did happen
+    assert steps_of(metrics["tracking_uri"], metrics["mlflow_run_id"]) == list(range(1, 7))
+
+
+def test_in_process_means_one_worker():
+    with pytest.raises(ConfigError, match="run.ray = false runs one worker"):
+        load_config(CONFIGS / "tiny-cpu.toml", ["--run.ray=false"])  # tiny-cpu has 2 workers
