@@ -5,14 +5,17 @@ One command runs one table, from one experiment config:
     Table 7  learning objectives: L_nce; L_rc; L_rc + L_mi; L_rc + L_td; L_nce + L_mi + L_td;
              L_rc + L_mi + L_td
     Table 6  temporal dependency head: none, vcop, mlp, gru, gru_mlp (with L_rc + L_mi)
-    Table 4  local clips K and global temporal resolution T_v (T_v computed from the encoder)
+    Table 4  local clips K and global temporal resolution T_v (T_v computed from the encoder),
+             and the local clips' extent (16 consecutive frames, or spanning their segment)
     Table 5  intensity levels: bins of brightness/contrast/saturation, hue, blur
 
 Every row, for every seed, is a pretraining job (`run_pretraining`, so the config's `run.ray`
 decides between Ray Train and this process) followed by the linear probe and retrieval of its
 encoder on held-out test videos (`run_evaluation`). Two reference rows share the budget: a
 randomly initialised encoder (no pretraining) and a supervised encoder (trained on the labels
-for the same epochs, batch and learning rate; the upper bound), evaluated the same way.
+for the same epochs, batch and learning rate), evaluated the same way. The supervised upper
+bound is that row with a longer schedule (`--rows "supervised (same budget)"
+--optim.epochs=N`).
 
 What is written to OUT:
     results.jsonl    one line per (row, seed), appended as soon as it finishes: a rerun skips
@@ -67,7 +70,7 @@ class Row:
 
 
 REFERENCE_ROWS = (Row("random init (no pretraining)", kind="random"),
-                  Row("supervised (upper bound)", kind="supervised"))
+                  Row("supervised (same budget)", kind="supervised"))
 
 
 def _objective(contrast: str, mi: bool, td: bool) -> tuple[str, ...]:
@@ -95,9 +98,12 @@ TABLES: dict[int, tuple[str, tuple[Row, ...]]] = {
         *(Row(head, (*_objective("region", True, True), f"--model.temporal_head={head}"))
           for head in ("vcop", "mlp", "gru", "gru_mlp")),
     )),
-    4: ("Table 4: local clips K and global temporal resolution T_v", tuple(
-        Row(f"K={k}, stages={stages}", _clips(k, stages))
-        for k, stages in ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2), (4, 1), (4, 2)))),
+    4: ("Table 4: local clips K, global temporal resolution T_v and the clips' extent", (
+        *(Row(f"K={k}, stages={stages}", _clips(k, stages))
+          for k, stages in ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2), (4, 1), (4, 2))),
+        *(Row(f"K=4, stages={stages}, segment", (*_clips(4, stages),
+                                                 "--augment.clip_extent=segment"))
+          for stages in (1, 2)))),
     5: ("Table 5: intensity levels (bins of B/C/S, H, blur)", tuple(
         Row(f"{bcs}/{hue}/{blur}", (f"--augment.level_bins=[{bcs},{bcs},{bcs},{hue},{blur}]",))
         for bcs, hue, blur in ((2, 2, 2), (4, 2, 4), (4, 4, 4), (5, 2, 5)))),
@@ -105,7 +111,8 @@ TABLES: dict[int, tuple[str, tuple[Row, ...]]] = {
 
 
 def _label(row: Row, config: ExperimentConfig) -> str:
-    """Table 4's rows name T_v, computed from the encoder for this config's views."""
+    """Table 4's rows name T_v, computed from the encoder for this config's views, and the
+    clips' extent."""
     if not row.name.startswith("K="):
         return row.name
     frames = (config.augment.clip_frames, config.augment.size, config.augment.size)
@@ -113,7 +120,9 @@ def _label(row: Row, config: ExperimentConfig) -> str:
     t_c = encoder.feature_grid(frames, "clip")[0]
     t_v = encoder.feature_grid(frames, "video")[0]
     k = config.model.num_clips
-    return f"K={k}, T_v={t_v} (T_v/KT_c={t_v / (k * t_c):.2f})"
+    extent = {"stride": f"stride {config.augment.frame_stride}",
+              "segment": "span T/K"}[config.augment.clip_extent]
+    return f"K={k}, T_v={t_v} (T_v/KT_c={t_v / (k * t_c):.2f}), clips {extent}"
 
 
 def _slug(text: str) -> str:

@@ -176,7 +176,7 @@ def _preview(args: argparse.Namespace) -> int:
 def _add_data_commands(commands) -> None:
     synth = commands.add_parser("synth", help="write a synthetic motion-class video dataset")
     synth.add_argument("--out", type=Path, required=True)
-    synth.add_argument("--classes", type=int, default=5)
+    synth.add_argument("--classes", type=int, default=8)
     synth.add_argument("--videos-per-class", type=int, default=8)
     synth.add_argument("--frames", type=int, default=48)
     synth.add_argument("--width", type=int, default=160)
