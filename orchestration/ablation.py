@@ -112,7 +112,9 @@ TABLES: dict[int, tuple[str, tuple[Row, ...]]] = {
 
 def _label(row: Row, config: ExperimentConfig) -> str:
     """Table 4's rows name T_v, computed from the encoder for this config's views, and the
-    clips' extent."""
+    clips' extent; with run.init_encoder the encoder without pretraining is that one."""
+    if row.kind == "random" and config.run.init_encoder:
+        return "initial encoder (run.init_encoder, no pretraining)"
     if not row.name.startswith("K="):
         return row.name
     frames = (config.augment.clip_frames, config.augment.size, config.augment.size)
@@ -167,7 +169,7 @@ def _encoder_after(row: Row, config: ExperimentConfig, seed: int, train: Path, t
     from orchestration.evaluate import encoder_from_checkpoint
     from orchestration.finetune import FinetuneConfig, run_finetune
     from orchestration.pretrain import run_pretraining
-    from orchestration.runtime import load_checkpoint
+    from orchestration.runtime import encoder_state
 
     if row.kind == "pretrain":
         metrics = run_pretraining(config, tags={"mlflow.parentRunId": parent})
@@ -175,6 +177,8 @@ def _encoder_after(row: Row, config: ExperimentConfig, seed: int, train: Path, t
         return encoder, metrics["mlflow_run_id"]
     torch.manual_seed(seed)
     encoder = R3D18(config.model.width, config.model.global_unstrided_stages)
+    if config.run.init_encoder:
+        encoder.load_state_dict(encoder_state(Path(config.run.init_encoder)))
     if row.kind == "random":
         return encoder, parent
     finetune = FinetuneConfig(epochs=config.optim.epochs, lr=config.optim.lr,
@@ -184,9 +188,7 @@ def _encoder_after(row: Row, config: ExperimentConfig, seed: int, train: Path, t
     folder = Path(config.run.storage_path)
     run_finetune(encoder, num_classes, train, test, finetune, config.run.name, folder,
                  config.augment)
-    saved = load_checkpoint(folder.resolve() / config.run.name / "finetune.pt")
-    encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in saved["model"].items()
-                             if k.startswith("encoder.")})
+    encoder.load_state_dict(encoder_state(folder.resolve() / config.run.name / "finetune.pt"))
     return encoder, parent
 
 

@@ -40,7 +40,7 @@ from model.evaluation import (
 )
 from orchestration.finetune import FinetuneConfig, run_finetune
 from orchestration.preview import frames_to_uint8
-from orchestration.runtime import load_checkpoint
+from orchestration.runtime import encoder_state, load_checkpoint
 from pipeline import build_eval_loader
 from pipeline.config import AugmentConfig
 
@@ -60,9 +60,7 @@ def encoder_from_checkpoint(path: Path) -> tuple[R3D18, str | None]:
     saved = load_checkpoint(path)
     model = saved["config"]["model"]
     encoder = R3D18(model["width"], model["global_unstrided_stages"])
-    prefix = "encoder."
-    encoder.load_state_dict({k[len(prefix):]: v for k, v in saved["model"].items()
-                             if k.startswith(prefix)})
+    encoder.load_state_dict(encoder_state(path))
     return encoder, saved.get("mlflow_run_id")
 
 

@@ -91,6 +91,7 @@ class RunConfig:
     tracking_uri: str = ""
     experiment: str = "ctrlaug-pretrain"
     fail_at_step: int = -1
+    init_encoder: str = ""
 
     def __post_init__(self) -> None:
         check_field_types(self)

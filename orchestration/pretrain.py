@@ -32,7 +32,7 @@ import torch
 from model import PretrainNetwork
 from orchestration.distributed import gather_keys_with_grad, gather_views_with_grad
 from orchestration.experiment import ExperimentConfig, config_from_dict
-from orchestration.runtime import CHECKPOINT_FILE, LocalRuntime, RayRuntime
+from orchestration.runtime import CHECKPOINT_FILE, LocalRuntime, RayRuntime, encoder_state
 from orchestration.train_step import NonFiniteLoss, training_step, unwrap
 from pipeline import build_pretrain_loader
 from preprocessing.progress import format_seconds
@@ -91,6 +91,8 @@ def pretrain_loop(config: ExperimentConfig, run_id: str, tracking_uri: str,
         optimizer, milestones=list(config.optim.decay_epochs), gamma=config.optim.decay_factor)
     state = TrainState()
     saved = runtime.restore()
+    if saved is None and config.run.init_encoder:
+        network.encoder.load_state_dict(encoder_state(Path(config.run.init_encoder)))
     if saved is not None:
         network.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])

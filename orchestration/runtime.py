@@ -27,6 +27,16 @@ def load_checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def encoder_state(path: Path) -> dict[str, torch.Tensor]:
+    """The R3D-18 weights of a pretraining (checkpoint.pt) or finetuning (finetune.pt)
+    checkpoint: the "encoder." entries of its model, without the prefix."""
+    model = load_checkpoint(path)["model"]
+    state = {k.removeprefix("encoder."): v for k, v in model.items() if k.startswith("encoder.")}
+    if not state:
+        raise ValueError(f"{path} holds no encoder weights")
+    return state
+
+
 class LocalRuntime:
     """A loop's runtime in this process, without Ray: one worker, checkpoints in the job folder.
 

@@ -55,3 +55,16 @@ def test_an_in_process_failure_restarts_from_the_last_checkpoint(shards, tmp_pat
 def test_in_process_means_one_worker():
     with pytest.raises(ConfigError, match="run.ray = false runs one worker"):
         load_config(CONFIGS / "tiny-cpu.toml", ["--run.ray=false"])  # tiny-cpu has 2 workers
+
+
+def test_a_new_job_can_start_from_another_jobs_encoder(shards, tmp_path):
+    first = run_pretraining(config_for("source", shards["frames"], tmp_path))
+    source = load_checkpoint(Path(first["checkpoint"]))["model"]["encoder.stem.0.weight"]
+    # A learning rate too small to move the weights: the job's encoder is the one it started from.
+    warm = run_pretraining(config_for("warm", shards["frames"], tmp_path, "--optim.lr=1e-12",
+                                      f"--run.init_encoder={first['checkpoint']}"))
+    started = load_checkpoint(Path(warm["checkpoint"]))["model"]["encoder.stem.0.weight"]
+    torch.testing.assert_close(started, source, atol=1e-6, rtol=0)
+    cold = run_pretraining(config_for("cold", shards["frames"], tmp_path, "--optim.lr=1e-12"))
+    fresh = load_checkpoint(Path(cold["checkpoint"]))["model"]["encoder.stem.0.weight"]
+    assert not torch.allclose(fresh, source, atol=1e-3)
