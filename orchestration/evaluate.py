@@ -189,11 +189,12 @@ def load_encoder(checkpoint: Path | None, model_uri: str | None, tracking_uri: s
         if not Path(checkpoint).is_file():
             raise ValueError(f"checkpoint {checkpoint} not found")
         return encoder_from_checkpoint(Path(checkpoint))
-    import mlflow
     import mlflow.pytorch
 
-    mlflow.set_tracking_uri(tracking_uri)
-    encoder = mlflow.pytorch.load_model(model_uri, map_location="cpu")
+    from orchestration.tracking import fluent_tracking_uri
+
+    with fluent_tracking_uri(tracking_uri):
+        encoder = mlflow.pytorch.load_model(model_uri, map_location="cpu")
     run_id = model_uri.split("/")[1] if model_uri.startswith("runs:/") else None
     return encoder, run_id
 

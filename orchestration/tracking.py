@@ -15,6 +15,8 @@ import os
 import subprocess
 import tempfile
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,24 @@ def resolve_tracking_uri(tracking_uri: str, storage_path: str) -> str:
     folder = Path(storage_path).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+@contextmanager
+def fluent_tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (log_model, load_model) at `uri` for the block only.
+
+    mlflow.set_tracking_uri also sets $MLFLOW_TRACKING_URI for the whole process, so without
+    this, the first model logged would redirect every later job of a long-lived process (an
+    ablation, a test session) that relies on the default store.
+    """
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)  # None unsets the variable again
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
@@ -114,11 +134,10 @@ class RunLogger:
 
     def model(self, module, name: str) -> None:
         """Log a torch module as an MLflow PyTorch model under the run's artifacts."""
-        import mlflow
         import mlflow.pytorch
 
-        mlflow.set_tracking_uri(self.client.tracking_uri)
-        with tempfile.TemporaryDirectory() as folder:
+        with fluent_tracking_uri(self.client.tracking_uri), \
+                tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / name
             # Pickled module (its class is importable from this package); requirements stated
             # rather than inferred, which would import and probe the whole environment.

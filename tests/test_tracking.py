@@ -27,3 +27,22 @@ def test_git_commit_of_an_image_comes_from_its_build_argument(monkeypatch):
     assert git_commit() == "0123abc"
     monkeypatch.setenv("CTRLAUG_GIT_COMMIT", "unknown")  # the images' default: ask git
     assert git_commit() != "unknown"  # this checkout is a git repository
+
+
+def test_logging_a_model_leaves_the_process_default_store_alone(tmp_path, monkeypatch):
+    """mlflow.set_tracking_uri sets $MLFLOW_TRACKING_URI for the whole process: a logged model
+    must not redirect later jobs of the same process (an ablation, a test session)."""
+    import os
+
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    from orchestration.tracking import RunLogger
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("e"))
+    RunLogger(uri, run.info.run_id).model(torch.nn.Linear(2, 2), "encoder")
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert resolve_tracking_uri("", str(tmp_path / "other")).endswith("other/mlflow.db")
