@@ -44,6 +44,22 @@ def retrieval_recall(queries: Tensor, query_labels: Tensor, gallery: Tensor,
     return {k: hits[:, :k].any(dim=1).float().mean().item() for k in ks}
 
 
+def same_video_recall(clips: Tensor) -> float:
+    """Instance retrieval: the share of clips whose nearest other clip (cosine) comes from the
+    same video. clips (V, N, D), N >= 2 clips of each of V videos.
+
+    A diagnostic of what features encode: near 1 when they identify the video (its appearance)
+    whatever the class; set against class retrieval it shows an appearance shortcut.
+    """
+    v, n, _ = clips.shape
+    features = F.normalize(clips.reshape(v * n, -1), dim=1)  # (V N, D)
+    similarity = features @ features.T
+    similarity.fill_diagonal_(float("-inf"))  # a clip is not its own neighbour
+    video = torch.arange(v, device=clips.device).repeat_interleave(n)  # (V N,)
+    nearest = similarity.argmax(dim=1)
+    return (video[nearest] == video).float().mean().item()
+
+
 def train_linear_probe(features: Tensor, labels: Tensor, num_classes: int, epochs: int = 100,
                        lr: float = 1e-2, weight_decay: float = 1e-4, batch_size: int = 256,
                        seed: int = 0) -> nn.Linear:

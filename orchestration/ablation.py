@@ -52,7 +52,8 @@ from orchestration.experiment import ExperimentConfig, load_config
 from preprocessing.progress import format_seconds
 
 EXPERIMENT = "ctrlaug-ablation"
-METRICS = ("linear_top1", "R@1", "R@5")
+METRICS = ("linear_top1", "R@1", "R@5", "instance@1")
+HEADINGS = ("linear top-1", "R@1", "R@5", "instance@1")
 
 
 @dataclass(frozen=True)
@@ -192,14 +193,16 @@ def _encoder_after(row: Row, config: ExperimentConfig, seed: int, train: Path, t
     return encoder, parent
 
 
-def summarise(results: list[dict]) -> dict[str, dict[str, tuple[float, float]]]:
-    """{row: {metric: (mean, standard deviation over seeds)}} in the rows' order."""
+def summarise(results: list[dict]) -> dict[str, dict[str, tuple[float, float] | None]]:
+    """{row: {metric: (mean, standard deviation over seeds) or None when not measured}} in
+    the rows' order."""
     table: dict[str, dict[str, list[float]]] = {}
     for result in results:
         per_metric = table.setdefault(result["row"], {m: [] for m in METRICS})
         for metric in METRICS:
-            per_metric[metric].append(result[metric])
-    return {row: {m: (sum(v) / len(v), _std(v)) for m, v in metrics.items()}
+            if metric in result:
+                per_metric[metric].append(result[metric])
+    return {row: {m: (sum(v) / len(v), _std(v)) if v else None for m, v in metrics.items()}
             for row, metrics in table.items()}
 
 
@@ -214,14 +217,17 @@ def render_table(title: str, results: list[dict], chance: float) -> str:
     """The markdown table: mean ± std over seeds per row, with the seeds used."""
     summary = summarise(results)
     seeds = {row: sorted({r["seed"] for r in results if r["row"] == row}) for row in summary}
-    lines = [f"### {title}", "",
-             "| row | linear top-1 | R@1 | R@5 | seeds |", "|---|---|---|---|---|"]
+    lines = [f"### {title}", "", f"| row | {' | '.join(HEADINGS)} | seeds |",
+             "|---" * (len(HEADINGS) + 2) + "|"]
     for row, metrics in summary.items():
-        cells = " | ".join(f"{mean:.3f} ± {std:.3f}" for mean, std in metrics.values())
+        cells = " | ".join("–" if value is None else f"{value[0]:.3f} ± {value[1]:.3f}"
+                           for value in metrics.values())
         lines.append(f"| {row} | {cells} | {','.join(map(str, seeds[row]))} |")
     lines += ["", f"Chance: top-1 {chance:.3f}. Mean ± sample standard deviation over seeds; "
                   f"held-out test videos (linear probe: test clips' softmax averaged; "
-                  f"retrieval: test videos query train videos)."]
+                  f"retrieval: test videos query train videos; instance@1: test clips whose "
+                  f"nearest other clip is from the same video, i.e. how much the features "
+                  f"identify a video whatever its class)."]
     return "\n".join(lines) + "\n"
 
 
@@ -298,15 +304,18 @@ def run_ablation(config_path: Path, overrides: list[str], table: int, seeds: int
         results.append(result)
         ran += 1
         log(f"      linear top-1 {result['linear_top1']:.3f}  R@1 {result['R@1']:.3f}  "
-            f"R@5 {result['R@5']:.3f}  ({result['minutes']:.1f} min)")
+            f"R@5 {result['R@5']:.3f}  instance@1 {result['instance@1']:.3f}  "
+            f"({result['minutes']:.1f} min)")
     markdown = render_table(title, results, 1 / len(classes))
     (out / f"table{table}.md").write_text(markdown)
     _write_csv(out / f"table{table}.csv", results)
     client = MlflowClient(uri)
     client.log_text(parent, markdown, f"table{table}.md")
     for row, metrics in summarise(results).items():
-        for metric, (mean, _) in metrics.items():
-            client.log_metric(parent, f"{_slug(row)}.{metric.replace('@', '_at_')}", mean)
+        for metric, value in metrics.items():
+            if value is not None:
+                client.log_metric(parent, f"{_slug(row)}.{metric.replace('@', '_at_')}",
+                                  value[0])
     client.set_terminated(parent, "FINISHED")
     log(markdown)
     return results
@@ -316,9 +325,10 @@ def _write_csv(path: Path, results: list[dict]) -> None:
     columns = ("row", "seed", "kind", *METRICS, "linear_top5", "R@10", "minutes")
     lines = [",".join(columns)]
     for result in results:
-        lines.append(",".join(f'"{result[c]}"' if c == "row" else
-                              (f"{result[c]:.4f}" if isinstance(result[c], float)
-                               else str(result[c])) for c in columns))
+        values = (result.get(c, "") for c in columns)
+        lines.append(",".join(f'"{value}"' if c == "row" else
+                              (f"{value:.4f}" if isinstance(value, float) else str(value))
+                              for c, value in zip(columns, values, strict=True)))
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -10,7 +10,10 @@ folder, view settings) and cached beside the job (`features-*.pt`).
   predicted by the mean of its clips' softmax. Reports top-1, top-5 and per-class accuracy and
   a confusion matrix.
 - Retrieval: a video's feature is the mean of its clips' features, L2-normalised; test videos
-  query the train videos by cosine similarity (no centring); R@1/5/10/20.
+  query the train videos by cosine similarity (no centring); R@1/5/10/20. Also instance@1,
+  the share of test clips whose nearest other clip is from the same video: how much the
+  features identify a video whatever its class (an appearance shortcut shows as a high
+  instance@1 with class retrieval at chance).
 
 Each evaluation is an MLflow run tagged with the pretraining run it evaluates
 (`ctrlaug.pretrain_run`, and MLflow's parent-run tag), with the confusion matrix and a picture of
@@ -35,6 +38,7 @@ from model.evaluation import (
     average_clip_softmax,
     per_class_accuracy,
     retrieval_recall,
+    same_video_recall,
     top_k_accuracy,
     train_linear_probe,
 )
@@ -135,10 +139,12 @@ def linear_probe(train: Features, test: Features, num_classes: int, epochs: int 
 
 
 def retrieval(train: Features, test: Features) -> dict:
-    """R@k of test videos querying train videos by their mean clip features."""
+    """R@k of test videos querying train videos by their mean clip features, and instance@1:
+    the share of test clips whose nearest other test clip is from the same video."""
     recall = retrieval_recall(test.clips.mean(1), test.labels, train.clips.mean(1),
                               train.labels)
-    return {f"R@{k}": value for k, value in recall.items()}
+    return {**{f"R@{k}": value for k, value in recall.items()},
+            "instance@1": same_video_recall(test.clips)}
 
 
 def confusion_image(confusion: torch.Tensor, classes: list[str], cell: int = 24) -> Image.Image:

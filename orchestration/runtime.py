@@ -40,7 +40,9 @@ def encoder_state(path: Path) -> dict[str, torch.Tensor]:
 class LocalRuntime:
     """A loop's runtime in this process, without Ray: one worker, checkpoints in the job folder.
 
-    restore() reads FOLDER/<file> if a previous run left one; report() writes it atomically.
+    restore() reads FOLDER/<file> if a previous run left one; report() writes it atomically,
+    with the reported metrics beside it, so that rerunning a finished job (which trains
+    nothing) still returns its last metrics, as Ray's result does.
     """
 
     rank, world = 0, 1
@@ -54,7 +56,11 @@ class LocalRuntime:
         return self.folder / self.file
 
     def restore(self) -> dict | None:
-        return load_checkpoint(self.checkpoint_path) if self.checkpoint_path.is_file() else None
+        if not self.checkpoint_path.is_file():
+            return None
+        saved = load_checkpoint(self.checkpoint_path)
+        self.last_metrics = saved.get("reported_metrics", {})
+        return saved
 
     def prepare(self, network: torch.nn.Module) -> torch.nn.Module:
         return network.to(self.device)
@@ -64,7 +70,7 @@ class LocalRuntime:
         if checkpoint is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
             partial = self.checkpoint_path.with_suffix(".partial")
-            torch.save(checkpoint, partial)
+            torch.save({**checkpoint, "reported_metrics": metrics}, partial)
             partial.replace(self.checkpoint_path)
 
     def agree(self, flag: bool) -> bool:

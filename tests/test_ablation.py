@@ -35,13 +35,17 @@ def test_tables_hold_the_papers_rows():
 
 
 def test_the_table_reports_mean_and_sample_spread_over_seeds():
-    results = [{"row": "a", "seed": s, "linear_top1": v, "R@1": v, "R@5": 1.0}
-               for s, v in enumerate([0.5, 0.7, 0.6])]
+    results = [{"row": "a", "seed": s, "linear_top1": v, "R@1": v, "R@5": 1.0,
+                "instance@1": 0.5} for s, v in enumerate([0.5, 0.7, 0.6])]
+    results.append({"row": "b", "seed": 0, "linear_top1": 0.1, "R@1": 0.2, "R@5": 0.3})
     summary = summarise(results)
     assert summary["a"]["linear_top1"] == pytest.approx((0.6, 0.1))
     assert summary["a"]["R@5"] == (1.0, 0.0)
+    assert summary["b"]["instance@1"] is None  # not measured: shown as such, not as 0
     markdown = render_table("Table 7", results, 0.25)
-    assert "| a | 0.600 ± 0.100 | 0.600 ± 0.100 | 1.000 ± 0.000 | 0,1,2 |" in markdown
+    assert "| a | 0.600 ± 0.100 | 0.600 ± 0.100 | 1.000 ± 0.000 | 0.500 ± 0.000 | 0,1,2 |" \
+        in markdown
+    assert "| b | 0.100 ± 0.000 | 0.200 ± 0.000 | 0.300 ± 0.000 | – | 0 |" in markdown
 
 
 def test_a_tiny_ablation_writes_the_table_groups_mlflow_runs_and_resumes(tmp_path):

@@ -13,6 +13,7 @@ from model.evaluation import (
     average_clip_softmax,
     per_class_accuracy,
     retrieval_recall,
+    same_video_recall,
     top_k_accuracy,
     train_linear_probe,
 )
@@ -84,3 +85,24 @@ def test_linear_probe_separates_separable_features_and_is_at_chance_on_shuffled_
     probe = train_linear_probe(features[train], shuffled, 5, epochs=50)
     chance_accuracy = (probe(features[test]).argmax(1) == labels[test]).float().mean().item()
     assert chance_accuracy < 0.2 + 0.1  # chance is 0.2
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), videos=st.integers(1, 6), clips=st.integers(2, 5))
+def test_same_video_recall_equals_a_naive_nearest_neighbour_loop(seed, videos, clips):
+    features = torch.randn(videos, clips, 3, generator=torch.Generator().manual_seed(seed))
+    flat = [(v, c.tolist()) for v in range(videos) for c in features[v]]
+    hits = 0
+    for i, (video, x) in enumerate(flat):
+        def cosine(y, x=x):
+            return sum(a * b for a, b in zip(x, y, strict=True)) / math.sqrt(
+                sum(a * a for a in x) * sum(b * b for b in y))
+        others = [(cosine(y), j) for j, (_, y) in enumerate(flat) if j != i]
+        hits += flat[max(others)[1]][0] == video
+    assert same_video_recall(features) == pytest.approx(hits / len(flat))
+
+
+def test_same_video_recall_tells_video_identity_from_none():
+    identity = torch.randn(8, 1, 16) + 0.01 * torch.randn(8, 4, 16)  # clips ~ their video
+    assert same_video_recall(identity) == 1.0
+    assert same_video_recall(torch.randn(50, 2, 16)) < 0.2  # unrelated clips: ~1/99 chance

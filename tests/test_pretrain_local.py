@@ -68,3 +68,19 @@ def test_a_new_job_can_start_from_another_jobs_encoder(shards, tmp_path):
     cold = run_pretraining(config_for("cold", shards["frames"], tmp_path, "--optim.lr=1e-12"))
     fresh = load_checkpoint(Path(cold["checkpoint"]))["model"]["encoder.stem.0.weight"]
     assert not torch.allclose(fresh, source, atol=1e-3)
+
+
+def test_an_in_process_finetune_rerun_returns_its_results_without_training(shards, tmp_path):
+    from model.encoder import R3D18
+    from orchestration.finetune import FinetuneConfig, run_finetune
+    from pipeline.config import AugmentConfig
+
+    config = FinetuneConfig(epochs=1, batch_size=2, ray=False)
+    augment = AugmentConfig(size=32)
+    first = run_finetune(R3D18(4), 2, shards["frames"], shards["frames"], config, "ft", tmp_path,
+                         augment)
+    saved = load_checkpoint(tmp_path / "ft" / "finetune.pt")
+    again = run_finetune(R3D18(4), 2, shards["frames"], shards["frames"], config, "ft", tmp_path,
+                         augment)
+    assert again == first and saved["epoch"] == 1
+    assert load_checkpoint(tmp_path / "ft" / "finetune.pt")["epoch"] == 1
