@@ -167,7 +167,9 @@ def pretrain_loop(config: ExperimentConfig, run_id: str, tracking_uri: str,
             if logger is not None:
                 logger.tag("ctrlaug.stopped", str(error))
         return
-    if logger is not None and state.epoch == config.optim.epochs:
+    # The final checkpoint and encoder, once: a rerun of a finished job does not log them again.
+    if logger is not None and state.epoch == config.optim.epochs and \
+            (epochs_run > 0 or not logger.has_artifact("encoder")):
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / CHECKPOINT_FILE
             torch.save(_checkpoint_dict(network, optimizer, scheduler, state, config, run_id),

@@ -129,6 +129,9 @@ class RunLogger:
     def file(self, path: Path, folder: str) -> None:
         self.client.log_artifact(self.run_id, str(path), folder)
 
+    def has_artifact(self, path: str) -> bool:
+        return any(a.path == path for a in self.client.list_artifacts(self.run_id))
+
     def tag(self, key: str, value: str) -> None:
         self.client.set_tag(self.run_id, key, value)
 

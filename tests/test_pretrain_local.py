@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from orchestration.experiment import ConfigError, load_config
 from orchestration.pretrain import INJECTED_FILE, job_folder, run_pretraining
 from orchestration.runtime import load_checkpoint
+from orchestration.tracking import RunLogger
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -27,7 +28,7 @@ def steps_of(uri, run_id, metric="loss_rc"):
     return sorted({m.step for m in MlflowClient(uri).get_metric_history(run_id, metric)})
 
 
-def test_an_in_process_run_trains_logs_checkpoints_and_resumes(shards, tmp_path):
+def test_an_in_process_run_trains_logs_checkpoints_and_resumes(shards, tmp_path, monkeypatch):
     config = config_for("local", shards["frames"], tmp_path)
     metrics = run_pretraining(config)
     uri, run_id = metrics["tracking_uri"], metrics["mlflow_run_id"]
@@ -37,8 +38,13 @@ def test_an_in_process_run_trains_logs_checkpoints_and_resumes(shards, tmp_path)
     saved = load_checkpoint(Path(metrics["checkpoint"]))
     assert (saved["epoch"], saved["step"]) == (2, 6)
     assert Path(metrics["checkpoint"]).parent == job_folder(config)
+    logged = []
+    monkeypatch.setattr(RunLogger, "file", lambda self, path, folder: logged.append(folder))
+    monkeypatch.setattr(RunLogger, "model", lambda self, module, name: logged.append(name))
     again = run_pretraining(config)  # the same command: nothing left to train
     assert again["mlflow_run_id"] == run_id and steps_of(uri, run_id) == list(range(1, 7))
+    assert again["epoch"] == 2 and again["loss_rc"] == metrics["loss_rc"]  # its last report
+    assert logged == []  # the final checkpoint and encoder are not logged a second time
     assert torch.equal(load_checkpoint(Path(again["checkpoint"]))["model"]["encoder.stem.0"
                                                                           ".weight"],
                        saved["model"]["encoder.stem.0.weight"])
