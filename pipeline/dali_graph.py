@@ -24,29 +24,43 @@ import torch
 from nvidia.dali import fn, pipeline_def, types
 
 from pipeline.config import MEAN, STD
-from pipeline.packing import PARAMS_WIDTH
+from pipeline.packing import (
+    BLUR_SIGMA,
+    BRIGHTNESS,
+    CONTRAST,
+    FLIP,
+    HUE,
+    PARAMS_WIDTH,
+    SATURATION,
+    X0,
+    X1,
+    Y0,
+    Y1,
+)
 
 
 def _augment(frames, row, size: int, jitter: bool, blur: bool, layout: str):
     """Per-view ops on (F)HWC uint8 frames driven by one packed row (a per-sample DataNode)."""
-    out = fn.resize(frames, size=[size, size], roi_start=row[0:2], roi_end=row[2:4],
-                    roi_relative=True, antialias=False, interp_type=types.INTERP_LINEAR)
+    # DALI's ROI follows the (H, W) layout: (y, x) points; its hue is in degrees.
+    out = fn.resize(frames, size=[size, size], roi_start=fn.stack(row[Y0], row[X0]),
+                    roi_end=fn.stack(row[Y1], row[X1]), roi_relative=True, antialias=False,
+                    interp_type=types.INTERP_LINEAR)
     if jitter:
-        out = fn.brightness_contrast(out, brightness=row[5], contrast=row[6],
+        out = fn.brightness_contrast(out, brightness=row[BRIGHTNESS], contrast=row[CONTRAST],
                                      contrast_center=128.0)
-        out = fn.hsv(out, hue=row[8], saturation=row[7])
+        out = fn.hsv(out, hue=row[HUE] * 360.0, saturation=row[SATURATION])
         if blur:
-            out = fn.gaussian_blur(out, sigma=row[9])
+            out = fn.gaussian_blur(out, sigma=row[BLUR_SIGMA])
     return fn.crop_mirror_normalize(
-        out, mirror=fn.cast(row[4], dtype=types.INT32), dtype=types.FLOAT, output_layout=layout,
-        mean=[m * 255 for m in MEAN], std=[s * 255 for s in STD])
+        out, mirror=fn.cast(row[FLIP], dtype=types.INT32), dtype=types.FLOAT,
+        output_layout=layout, mean=[m * 255 for m in MEAN], std=[s * 255 for s in STD])
 
 
 @pipeline_def
 def video_views_graph(views: int, clip_frames: int, size: int, jitter: bool, blur: bool,
                       decoder_device: str):
     """Per sample: encoded video, distinct sorted frames (U,), order (V*L,) into them,
-    rows (V, 10) -> V outputs (C, L, s, s)."""
+    rows (V, PARAMS_WIDTH) -> V outputs (C, L, s, s)."""
     encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
     distinct = fn.external_source(name="frames", dtype=types.INT32, ndim=1)
     order = fn.external_source(name="order", dtype=types.INT32, ndim=1)
@@ -62,7 +76,7 @@ def video_views_graph(views: int, clip_frames: int, size: int, jitter: bool, blu
 
 @pipeline_def
 def frame_views_graph(size: int, jitter: bool, blur: bool, decoder_device: str):
-    """Per sample: one JPEG and its view's row (10,) -> (C, s, s)."""
+    """Per sample: one JPEG and its view's row (PARAMS_WIDTH,) -> (C, s, s)."""
     encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
     row = fn.external_source(name="rows", dtype=types.FLOAT, ndim=1)
     image = fn.decoders.image(encoded, device=decoder_device, output_type=types.RGB)
@@ -117,7 +131,8 @@ class DaliViews:
         self.pipe.build()
 
     def run(self, payloads: list, frame_indices: np.ndarray, rows: np.ndarray) -> torch.Tensor:
-        """payloads (B,), frame_indices (B, V, L), rows (B, V, 10) -> (B, V, 3, L, s, s)."""
+        """payloads (B,), frame_indices (B, V, L), rows (B, V, PARAMS_WIDTH) -> views
+        (B, V, 3, L, s, s)."""
         b, v, length = frame_indices.shape
         assert rows.shape == (b, v, PARAMS_WIDTH) and v == self.views
         if self.payload_format == "video":

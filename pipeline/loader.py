@@ -209,7 +209,7 @@ class VideoLoader:
     def _render(self, rows: np.ndarray, views: ViewParams) -> tuple[np.ndarray, torch.Tensor]:
         """Decode and augment; on a decode failure, find the bad videos and render the rest."""
         payloads = self.reader.read(rows)
-        packed = pack_view_params(views)  # (B, V, 10)
+        packed = pack_view_params(views)  # (B, V, PARAMS_WIDTH)
         if self.backend == "dali":
             device = "cpu" if self.device.type == "cpu" else "gpu"
             for i, row in enumerate(rows):

@@ -1,12 +1,20 @@
 """The per-view parameter row that both decode backends (DALI and the PyAV reference) read.
 
-numpy only. One float32 row of PARAMS_WIDTH values per view, in the order the graph consumes:
+numpy only. One float32 row of PARAMS_WIDTH values per view: the view's ViewParams box, flip and
+jitter side by side, in ViewParams' own conventions (box (x0, y0, x1, y1) normalised to the
+source frame; hue a fraction of the colour circle), so there is one box order and one hue unit
+from the sampler to the graph. Backends read columns by these names, never by position:
 
-    0:4  roi (y0, x0, y1, x1), normalised (DALI's resize takes the ROI in (H, W) order)
-    4    flip (0 or 1)
-    5    brightness factor    6  contrast factor (around mid-grey 128)
-    7    saturation factor    8  hue shift in degrees (ViewParams stores a fraction of 360)
-    9    blur sigma (0: no blur)
+    BOX         0:4  (x0, y0, x1, y1), normalised
+    FLIP        4    0 or 1
+    BRIGHTNESS  5    factor
+    CONTRAST    6    factor, around mid-grey 128
+    SATURATION  7    factor
+    HUE         8    shift, fraction of the colour circle
+    BLUR_SIGMA  9    Gaussian sigma in pixels (0: no blur)
+
+The DALI graph converts where DALI wants another form (its resize takes the ROI in (y, x)
+order, its hsv operator the hue in degrees); see pipeline.dali_graph._augment.
 """
 
 from __future__ import annotations
@@ -15,13 +23,14 @@ import numpy as np
 
 from pipeline.sampling import ViewParams
 
+BOX = slice(0, 4)
+X0, Y0, X1, Y1 = 0, 1, 2, 3
+FLIP = 4
+BRIGHTNESS, CONTRAST, SATURATION, HUE, BLUR_SIGMA = 5, 6, 7, 8, 9
 PARAMS_WIDTH = 10
 
 
 def pack_view_params(views: ViewParams) -> np.ndarray:
-    """ViewParams with leading dims (...) -> (..., PARAMS_WIDTH) float32."""
-    x0, y0, x1, y1 = np.moveaxis(views.box, -1, 0)
-    jitter = views.jitter
-    return np.stack([y0, x0, y1, x1, views.flip.astype(np.float32), jitter[..., 0],
-                     jitter[..., 1], jitter[..., 2], jitter[..., 3] * 360.0, jitter[..., 4]],
-                    axis=-1).astype(np.float32)
+    """ViewParams with leading dims (...) -> (..., PARAMS_WIDTH) float32: box | flip | jitter."""
+    return np.concatenate([views.box, views.flip[..., None], views.jitter],
+                          axis=-1).astype(np.float32)

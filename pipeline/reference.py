@@ -1,13 +1,15 @@
 """The same decode and augmentation as the DALI graph, in PyAV + numpy: the parity oracle.
 
-No DALI. Given a payload and the packed view rows (pipeline.packing), renders each view exactly
-as the graph defines it, step by step with uint8 results in between as the graph has:
+No DALI. Given a payload and the packed view rows (pipeline.packing, read by column name),
+renders each view exactly as the graph defines it, step by step with uint8 results in between
+as the graph has:
 
     decode frames (PyAV for video payloads, Pillow for JPEG frames)
     -> crop the ROI and resize to size x size (bilinear, pixel centres, no antialiasing)
     -> brightness/contrast: b * (128 + c * (x - 128))
-    -> saturation and hue: one linear map in RGB through YIQ (rotate I/Q by the hue angle,
-       scale them by the saturation), as DALI's hsv operator does
+    -> saturation and hue: one linear map in RGB through YIQ (rotate I/Q by the hue angle, the
+       hue being a fraction of the circle, and scale them by the saturation), as DALI's hsv
+       operator does
     -> Gaussian blur, radius ceil(3 sigma), mirrored borders (reflect-101)
     -> flip, then (x / 255 - MEAN) / STD, layout (C, L, H, W)
 
@@ -24,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.config import MEAN, STD
+from pipeline.packing import BLUR_SIGMA, BOX, BRIGHTNESS, CONTRAST, FLIP, HUE, SATURATION
 
 RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114],
                        [0.596, -0.274, -0.321],
@@ -56,10 +59,10 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
-def resize_roi(frames: np.ndarray, roi: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear resize of the ROI (y0, x0, y1, x1 normalised) of (n, H, W, 3) -> (n, s, s, 3)."""
+def resize_roi(frames: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear resize of the box (x0, y0, x1, y1 normalised) of (n, H, W, 3) -> (n, s, s, 3)."""
     _, h, w, _ = frames.shape
-    y0, x0, y1, x1 = roi[0] * h, roi[1] * w, roi[2] * h, roi[3] * w
+    x0, y0, x1, y1 = box[0] * w, box[1] * h, box[2] * w, box[3] * h
     ys = y0 + (np.arange(size) + 0.5) * (y1 - y0) / size - 0.5
     xs = x0 + (np.arange(size) + 0.5) * (x1 - x0) / size - 0.5
     ys, xs = np.clip(ys, 0, h - 1), np.clip(xs, 0, w - 1)
@@ -76,9 +79,10 @@ def brightness_contrast(frames: np.ndarray, brightness: float, contrast: float) 
     return _to_uint8(brightness * (128.0 + contrast * (frames.astype(np.float64) - 128.0)))
 
 
-def hue_saturation_matrix(hue_degrees: float, saturation: float) -> np.ndarray:
-    """3x3 map of RGB column vectors: to YIQ, rotate and scale the chroma, back to RGB."""
-    angle = math.radians(hue_degrees)
+def hue_saturation_matrix(hue: float, saturation: float) -> np.ndarray:
+    """3x3 map of RGB column vectors: to YIQ, rotate the chroma by `hue` (a fraction of the
+    circle) and scale it by `saturation`, back to RGB."""
+    angle = 2 * math.pi * hue
     chroma = saturation * np.array([[math.cos(angle), math.sin(angle)],
                                     [-math.sin(angle), math.cos(angle)]])
     yiq = np.eye(3)
@@ -86,8 +90,8 @@ def hue_saturation_matrix(hue_degrees: float, saturation: float) -> np.ndarray:
     return YIQ_TO_RGB @ yiq @ RGB_TO_YIQ
 
 
-def hue_saturation(frames: np.ndarray, hue_degrees: float, saturation: float) -> np.ndarray:
-    matrix = hue_saturation_matrix(hue_degrees, saturation)
+def hue_saturation(frames: np.ndarray, hue: float, saturation: float) -> np.ndarray:
+    matrix = hue_saturation_matrix(hue, saturation)
     return _to_uint8(frames.astype(np.float64) @ matrix.T)
 
 
@@ -122,17 +126,18 @@ def normalise(frames: np.ndarray, flip: bool) -> np.ndarray:
 def render_view(frames: np.ndarray, row: np.ndarray, size: int, jitter: bool = True
                 ) -> np.ndarray:
     """One view: frames (L, H, W, 3) uint8 and its packed row -> (3, L, size, size) float32."""
-    out = resize_roi(frames, row[0:4], size)
+    out = resize_roi(frames, row[BOX], size)
     if jitter:
-        out = brightness_contrast(out, float(row[5]), float(row[6]))
-        out = hue_saturation(out, float(row[8]), float(row[7]))
-        out = gaussian_blur(out, float(row[9]))
-    return normalise(out, bool(row[4] > 0.5))
+        out = brightness_contrast(out, float(row[BRIGHTNESS]), float(row[CONTRAST]))
+        out = hue_saturation(out, float(row[HUE]), float(row[SATURATION]))
+        out = gaussian_blur(out, float(row[BLUR_SIGMA]))
+    return normalise(out, bool(row[FLIP] > 0.5))
 
 
 def render_sample(payload: bytes | list[bytes], codec: str, frame_indices: np.ndarray,
                   rows: np.ndarray, size: int, jitter: bool = True) -> np.ndarray:
-    """All V views of one video: frame_indices (V, L), rows (V, 10) -> (V, 3, L, size, size)."""
+    """All V views of one video: frame_indices (V, L), rows (V, PARAMS_WIDTH) -> views
+    (V, 3, L, size, size)."""
     views, length = frame_indices.shape
     frames = decode_frames(payload, codec, frame_indices.reshape(-1))
     frames = frames.reshape(views, length, *frames.shape[1:])

@@ -10,7 +10,7 @@ import pytest
 import torch
 from media import write_frames
 
-from pipeline import build_pretrain_loader
+from pipeline import build_pretrain_loader, packing
 from pipeline.config import MEAN, STD, AugmentConfig
 from pipeline.dali_graph import DaliViews
 from pipeline.packing import pack_view_params
@@ -56,6 +56,20 @@ def test_dali_cpu_matches_the_reference_per_view(shards, payload):
                                   packed[b], 112)
         for v in range(5):
             assert psnr(dali[b, v], reference[v]) >= 30, (b, v, packed[b, v])
+
+
+def test_the_packed_row_holds_view_params_in_their_own_units_by_name():
+    _, views = sample_pretrain_views(np.array([100]), np.array([170]), np.array([128]),
+                                     np.array([0]), seed=3, epoch=0, batch_index=0,
+                                     config=CONFIG)  # (1, K)
+    row = pack_view_params(views)
+    assert row.shape == (1, CONFIG.num_clips, packing.PARAMS_WIDTH)
+    np.testing.assert_array_equal(row[..., packing.BOX], views.box)  # (x0, y0, x1, y1)
+    np.testing.assert_array_equal(row[..., packing.X1], views.box[..., 2])
+    np.testing.assert_array_equal(row[..., packing.FLIP], views.flip)
+    for column, index in ((packing.BRIGHTNESS, 0), (packing.CONTRAST, 1),
+                          (packing.SATURATION, 2), (packing.HUE, 3), (packing.BLUR_SIGMA, 4)):
+        np.testing.assert_array_equal(row[..., column], views.jitter[..., index])  # as sampled
 
 
 @pytest.fixture(scope="module")
