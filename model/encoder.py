@@ -122,7 +122,7 @@ class R3D18(nn.Module):
         """f: local clips (B, 3, 16, 112, 112) -> feature map (B, 8w, 2, 4, 4)."""
         return self._forward(x, unstrided_stages=0)
 
-    def forward_video(self, x: Tensor) -> Tensor:
+    def forward_global(self, x: Tensor) -> Tensor:
         """f': global view (B, 3, 16, 112, 112) -> feature map (B, 8w, 8, 4, 4) by default."""
         return self._forward(x, unstrided_stages=self.global_unstrided_stages)
 
@@ -132,11 +132,11 @@ class R3D18(nn.Module):
                      view: str = "clip") -> tuple[int, int, int]:
         """Predict the (T, H, W) feature grid for an input of (frames, height, width).
 
-        view is "clip" (f) or "video" (f'). Uses the convolution output-size formula for every
+        view is "clip" (f) or "global" (f'). Uses the convolution output-size formula for every
         strided layer, so it agrees with the real forward pass for any input size.
         """
-        if view not in ("clip", "video"):
-            raise ValueError(f"view must be 'clip' or 'video', got {view!r}")
+        if view not in ("clip", "global"):
+            raise ValueError(f"view must be 'clip' or 'global', got {view!r}")
         unstrided = 0 if view == "clip" else self.global_unstrided_stages
         t, h, w = input_size
 

@@ -28,7 +28,7 @@ class PretrainNetwork(nn.Module):
     def grids(self, frames: tuple[int, int, int] = (16, 112, 112)) -> tuple[Grid, Grid]:
         """(local grid, global grid) for views of (T, H, W) frames: (2,4,4), (8,4,4) by default."""
         return (self.encoder.feature_grid(frames, "clip"),
-                self.encoder.feature_grid(frames, "video"))
+                self.encoder.feature_grid(frames, "global"))
 
     def forward(self, global_frames: Tensor, local_frames: Tensor,
                 correspondence: Tensor | None, global_levels: Tensor, local_levels: Tensor,
@@ -47,6 +47,6 @@ class PretrainNetwork(nn.Module):
         b, k = local_frames.shape[:2]
         local_maps = self.encoder.forward_clip(local_frames.flatten(0, 1))  # (B*K, C, Tc, Hc, Wc)
         local_maps = local_maps.unflatten(0, (b, k))  # (B, K, C, Tc, Hc, Wc)
-        global_maps = self.encoder.forward_video(global_frames)  # (B, C, Tv, Hv, Wv)
+        global_maps = self.encoder.forward_global(global_frames)  # (B, C, Tv, Hv, Wv)
         return self.objective(local_maps, global_maps, correspondence, local_levels,
                               global_levels, gather_keys, gather_views, generator)

@@ -121,7 +121,7 @@ def _label(row: Row, config: ExperimentConfig) -> str:
     frames = (config.augment.clip_frames, config.augment.size, config.augment.size)
     encoder = R3D18(1, config.model.global_unstrided_stages)
     t_c = encoder.feature_grid(frames, "clip")[0]
-    t_v = encoder.feature_grid(frames, "video")[0]
+    t_v = encoder.feature_grid(frames, "global")[0]
     k = config.model.num_clips
     extent = {"stride": f"stride {config.augment.frame_stride}",
               "segment": "span T/K"}[config.augment.clip_extent]

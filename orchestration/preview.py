@@ -129,7 +129,7 @@ def write_preview(shards: Path, out: Path, index: int = 0, seed: int = 0,
     batch = next(iter(loader))
     encoder = R3D18(1, config.model.global_unstrided_stages)  # grids do not depend on width
     frames = (augment.clip_frames, augment.size, augment.size)
-    grids = (encoder.feature_grid(frames, "clip"), encoder.feature_grid(frames, "video"))
+    grids = (encoder.feature_grid(frames, "clip"), encoder.feature_grid(frames, "global"))
     out.parent.mkdir(parents=True, exist_ok=True)
     render_preview(batch, grids, min(index, len(batch.video_id) - 1)).save(out)
     return out

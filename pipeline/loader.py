@@ -332,8 +332,10 @@ def build_pretrain_loader(shards: Path | str, batch_size: int, device: str = "cp
         global_views, local_views = sample_pretrain_views(
             data.num_frames[rows], data.width[rows], data.height[rows], rows, seed=seed,
             epoch=epoch, batch_index=batch_index, config=config)
-        return ViewParams(*(np.concatenate([whole[:, None], clips], axis=1)
-                            for whole, clips in zip(global_views, local_views, strict=True)))
+        # (B, 1 + K): the global view first, then the local clips
+        return ViewParams(*(np.concatenate([global_field[:, None], local_field], axis=1)
+                            for global_field, local_field in zip(global_views, local_views,
+                                                                 strict=True)))
 
     def assemble(frames, views, data, rows) -> PretrainBatch:
         device_views = _torch_views(views, frames.device)

@@ -34,29 +34,29 @@ def test_paper_grids_at_full_width():
     x = torch.randn(1, 3, 16, 112, 112)
     with torch.no_grad():
         assert net.forward_clip(x).shape == (1, 512, 2, 4, 4)
-        assert net.forward_video(x).shape == (1, 512, 8, 4, 4)
+        assert net.forward_global(x).shape == (1, 512, 8, 4, 4)
     assert net.feature_grid((16, 112, 112), "clip") == (2, 4, 4)
-    assert net.feature_grid((16, 112, 112), "video") == (8, 4, 4)
+    assert net.feature_grid((16, 112, 112), "global") == (8, 4, 4)
     assert sum(p.numel() for p in net.parameters()) == expected_r3d18_parameters(64)
 
 
-@pytest.mark.parametrize("unstrided, t_video", [(0, 2), (1, 4), (2, 8), (3, 16)])
-def test_global_temporal_resolution_of_table_4(unstrided, t_video):
+@pytest.mark.parametrize("unstrided, t_global", [(0, 2), (1, 4), (2, 8), (3, 16)])
+def test_global_temporal_resolution_of_table_4(unstrided, t_global):
     net = R3D18(width=4, global_unstrided_stages=unstrided).eval()
     with torch.no_grad():
-        out = net.forward_video(torch.randn(1, 3, 16, 112, 112))
-    assert out.shape[2:] == (t_video, 4, 4)
-    assert net.feature_grid((16, 112, 112), "video") == (t_video, 4, 4)
+        out = net.forward_global(torch.randn(1, 3, 16, 112, 112))
+    assert out.shape[2:] == (t_global, 4, 4)
+    assert net.feature_grid((16, 112, 112), "global") == (t_global, 4, 4)
 
 
 @pytest.mark.parametrize("size", [(16, 112, 112), (8, 64, 64), (32, 128, 171), (5, 33, 47),
                                   (1, 16, 16)])
-@pytest.mark.parametrize("view", ["clip", "video"])
+@pytest.mark.parametrize("view", ["clip", "global"])
 def test_predicted_grid_matches_real_output(size, view):
     net = R3D18(width=4).eval()
     x = torch.randn(1, 3, *size)
     with torch.no_grad():
-        out = net.forward_clip(x) if view == "clip" else net.forward_video(x)
+        out = net.forward_clip(x) if view == "clip" else net.forward_global(x)
     assert tuple(out.shape[2:]) == net.feature_grid(size, view)
 
 
@@ -66,22 +66,22 @@ def test_f_and_f_prime_share_one_parameter_set_and_train_finite():
     assert len({id(p) for p in params}) == len(params)
     clip_out = net.forward_clip(torch.randn(2, 3, 16, 64, 64))
     grads_clip = torch.autograd.grad(clip_out.square().mean(), params)
-    video_out = net.forward_video(torch.randn(2, 3, 16, 64, 64))
-    grads_video = torch.autograd.grad(video_out.square().mean(), params)
+    global_out = net.forward_global(torch.randn(2, 3, 16, 64, 64))
+    grads_global = torch.autograd.grad(global_out.square().mean(), params)
     # Both modes reach every parameter of the one set, with finite gradients.
-    for g_clip, g_video in zip(grads_clip, grads_video, strict=True):
+    for g_clip, g_video in zip(grads_clip, grads_global, strict=True):
         assert torch.isfinite(g_clip).all() and torch.isfinite(g_video).all()
         assert g_clip.abs().sum() > 0 and g_video.abs().sum() > 0
-    assert torch.isfinite(clip_out).all() and torch.isfinite(video_out).all()
+    assert torch.isfinite(clip_out).all() and torch.isfinite(global_out).all()
 
 
 def test_changing_a_weight_changes_both_modes():
     net = R3D18(width=4).eval()
     x = torch.randn(1, 3, 16, 32, 32)
     with torch.no_grad():
-        before = net.forward_clip(x), net.forward_video(x)
+        before = net.forward_clip(x), net.forward_global(x)
         net.stages[3][1].conv2.weight.add_(0.5)
-        after = net.forward_clip(x), net.forward_video(x)
+        after = net.forward_clip(x), net.forward_global(x)
     assert not torch.allclose(before[0], after[0]) and not torch.allclose(before[1], after[1])
 
 
@@ -90,7 +90,7 @@ def test_bad_input_is_a_clear_error():
     with pytest.raises(ValueError, match=r"\(B, 3, T, H, W\)"):
         net.forward_clip(torch.randn(3, 16, 112, 112))
     with pytest.raises(ValueError, match="view"):
-        net.feature_grid((16, 112, 112), "global")
+        net.feature_grid((16, 112, 112), "video")
     with pytest.raises(ValueError, match="global_unstrided_stages"):
         R3D18(global_unstrided_stages=4)
 
@@ -100,7 +100,7 @@ def test_bf16_channels_last_forward_backward_on_gpu():
     net = R3D18().cuda().to(memory_format=torch.channels_last_3d)
     x = torch.randn(4, 3, 16, 112, 112, device="cuda").to(memory_format=torch.channels_last_3d)
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        out = net.forward_video(x)
+        out = net.forward_global(x)
     assert out.shape == (4, 512, 8, 4, 4)
     out.float().square().mean().backward()
     assert all(torch.isfinite(p.grad).all() for p in net.parameters())
