@@ -49,6 +49,7 @@ import torch
 from model.encoder import R3D18
 from orchestration.benchmark_data import MotionBenchmark, build_motion_benchmark
 from orchestration.experiment import ExperimentConfig, load_config
+from preprocessing import shards as layout
 from preprocessing.progress import format_seconds
 
 EXPERIMENT = "ctrlaug-ablation"
@@ -264,7 +265,7 @@ def run_ablation(config_path: Path, overrides: list[str], table: int, seeds: int
         log(f"synthetic motion benchmark in {out / 'data'}")
         train, test = build_motion_benchmark(out / "data", benchmark or MotionBenchmark(),
                                              log=log)
-    classes = json.loads((Path(train) / "manifest.json").read_text())["classes"]
+    classes = layout.read_manifest(Path(train))["classes"]
     uri = resolve_tracking_uri(base.run.tracking_uri, str(storage))
     check_reachable(uri)
     parent = _parent_run(uri, out, table)

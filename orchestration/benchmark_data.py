@@ -56,7 +56,7 @@ def build_motion_benchmark(root: Path, benchmark: MotionBenchmark = MotionBenchm
     wanted = dataclasses.asdict(benchmark)
     train, test = root / "train-shards", root / "test-shards"
     if settings.is_file() and json.loads(settings.read_text()) == wanted and \
-            (train / "manifest.json").is_file() and (test / "manifest.json").is_file():
+            verify_shards(train, sample=0).ok and verify_shards(test, sample=0).ok:
         return train, test
     if root.exists():
         shutil.rmtree(root)

@@ -131,7 +131,7 @@ def _preprocess(args: argparse.Namespace) -> int:
         print(f"ctrlaug preprocess: {error}", file=sys.stderr)
         return 2
     print(f"{args.out}: {manifest['num_videos']} videos in {len(manifest['shards'])} shards, "
-          f"{manifest['num_rejected']} rejected (see {args.out / 'rejected.parquet'})")
+          f"{manifest['num_rejected']} rejected (see {args.out / manifest['rejected_file']})")
     return 0
 
 

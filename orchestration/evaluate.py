@@ -25,7 +25,6 @@ a few queries and their nearest neighbours.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +46,7 @@ from orchestration.preview import frames_to_uint8
 from orchestration.runtime import encoder_state, load_checkpoint
 from pipeline import build_eval_loader
 from pipeline.config import AugmentConfig
+from preprocessing import shards as layout
 
 
 @dataclass
@@ -102,7 +102,7 @@ def cached_features(encoder: R3D18, shards: Path, cache: Path, clips: int = 10,
     digest = hashlib.sha256()
     for tensor in encoder.state_dict().values():
         digest.update(tensor.cpu().numpy().tobytes())
-    digest.update((Path(shards) / "manifest.json").read_bytes())
+    digest.update(layout.manifest_bytes(Path(shards)))
     digest.update(str((clips, augment.clip_frames, augment.size, augment.clip_extent,
                        augment.frame_stride)).encode())
     path = cache / f"features-{digest.hexdigest()[:16]}.pt"
@@ -224,7 +224,7 @@ def run_evaluation(protocols: list[str], encoder: R3D18, train_shards: Path, tes
     if unknown:
         raise ValueError(f"unknown protocol(s) {unknown}; choose linear, retrieval, finetune")
     check_reachable(tracking_uri)
-    classes = json.loads((Path(train_shards) / "manifest.json").read_text())["classes"]
+    classes = layout.read_manifest(Path(train_shards))["classes"]
     train = cached_features(encoder, train_shards, cache, backend=backend, augment=augment)
     test = cached_features(encoder, test_shards, cache, backend=backend, augment=augment)
     results: dict = {}

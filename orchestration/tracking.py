@@ -23,6 +23,8 @@ from typing import Any
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
+from preprocessing import shards as layout
+
 JOB_TAG = "ctrlaug.job"
 
 
@@ -85,7 +87,7 @@ def git_commit() -> str:
 
 
 def manifest_hash(shards: str) -> str:
-    return hashlib.sha256((Path(shards) / "manifest.json").read_bytes()).hexdigest()
+    return hashlib.sha256(layout.manifest_bytes(Path(shards))).hexdigest()
 
 
 def job_run(uri: str, experiment: str, job: str, tags: dict[str, str]) -> str:

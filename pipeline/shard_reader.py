@@ -1,6 +1,8 @@
 """Reading shard folders for training: the row index, the per-epoch order, the rank split, payloads.
 
-No DALI, no torch. The metadata columns of every row are read once (no payloads); payloads are
+No DALI, no torch. The folder's layout and columns come from preprocessing.shards (the one
+shard contract; the manifest's format version is checked there). The index columns of every
+row are read once (no payloads); payloads are
 read a Parquet row group at a time, when the first row of that group is needed, and kept in an
 LRU cache bounded in bytes, so a worker streams its share of the dataset instead of loading it.
 
@@ -25,7 +27,6 @@ nothing is repeated.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-METADATA = ["video_id", "label", "split", "num_frames", "height", "width", "codec"]
+from preprocessing import shards as layout
 
 
 @dataclass
@@ -64,16 +65,9 @@ class ShardDataset:
     def open(cls, shards: Path | str, split: str | None = None) -> ShardDataset:
         """Index a shard folder; ValueError with one clear line when it is not usable."""
         root = Path(shards)
-        manifest_path = root / "manifest.json"
-        if not manifest_path.is_file():
-            raise ValueError(f"{root} is not a shard folder (no manifest.json); run "
-                             f"`ctrlaug preprocess` first")
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{manifest_path} is not valid JSON: {error}") from None
+        manifest = layout.read_manifest(root)
         files = [shard["file"] for shard in manifest.get("shards", [])]
-        columns: dict[str, list] = {name: [] for name in METADATA}
+        columns: dict[str, list] = {name: [] for name in layout.INDEX_COLUMNS}
         locations, group_bytes = [], []
         for file_index, (name, shard) in enumerate(zip(files, manifest["shards"], strict=True)):
             path = root / name
@@ -84,8 +78,8 @@ class ShardDataset:
                 raise ValueError(f"{path}: {parquet.metadata.num_rows} rows, the manifest says "
                                  f"{shard['rows']} (run `ctrlaug verify {root}`)")
             for group in range(parquet.num_row_groups):
-                table = parquet.read_row_group(group, columns=METADATA)
-                for column in METADATA:
+                table = parquet.read_row_group(group, columns=layout.INDEX_COLUMNS)
+                for column in layout.INDEX_COLUMNS:
                     columns[column].extend(table.column(column).to_pylist())
                 locations += [(file_index, group, row) for row in range(table.num_rows)]
                 group_bytes += [parquet.metadata.row_group(group).total_byte_size] * \
@@ -186,9 +180,9 @@ class PayloadReader:
         if file_index not in self._files:
             self._files[file_index] = pq.ParquetFile(
                 self.dataset.root / self.dataset.files[file_index])
-        payloads = self._files[file_index].read_row_group(group, columns=["payload"])
+        payloads = self._files[file_index].read_row_group(group, columns=[layout.PAYLOAD])
         self.groups_read += 1
-        self._cache[key] = payloads.column("payload").combine_chunks()
+        self._cache[key] = payloads.column(layout.PAYLOAD).combine_chunks()
         while len(self._cache) > 1 and \
                 sum(array.nbytes for array in self._cache.values()) > self.memory_bytes:
             self._cache.popitem(last=False)

@@ -1,6 +1,6 @@
 """PreprocessConfig: every setting that shapes the shards, validated on construction.
 
-No torch, DALI or Ray. The whole config is written into manifest.json, and a rerun into an
+No torch, DALI or Ray. The whole config is written into _manifest.json, and a rerun into an
 output folder made with a different config is refused (its shards would not match).
 """
 

@@ -166,17 +166,18 @@ def _prepare_folder(out_dir: Path, plan: dict, overwrite: bool) -> None:
     progress = out_dir / layout.PROGRESS_DIR
     plan_path = progress / layout.PLAN
     if overwrite and out_dir.exists():
-        for path in out_dir.glob("part-*.parquet"):
+        for path in layout.part_files(out_dir):
             path.unlink()
         for name in (layout.MANIFEST, layout.REJECTED):
             (out_dir / name).unlink(missing_ok=True)
+            (out_dir / layout.LEGACY_NAMES[name]).unlink(missing_ok=True)
         shutil.rmtree(progress, ignore_errors=True)
     if plan_path.is_file():
         if json.loads(plan_path.read_text()) != plan:
             raise PlanMismatch(
                 f"{out_dir} holds shards made from a different config or list of videos; "
                 f"write to a new folder or pass --overwrite to replace them")
-    elif out_dir.exists() and any(out_dir.glob("part-*.parquet")):
+    elif out_dir.exists() and layout.part_files(out_dir):
         raise PlanMismatch(f"{out_dir} holds shards without a plan record; write to a new "
                            f"folder or pass --overwrite")
     progress.mkdir(parents=True, exist_ok=True)

@@ -1,19 +1,24 @@
 """The shard folder on disk: its layout, the row schema, atomic writers and readers.
 
-No torch, DALI or Ray. Every path below is derived here and nowhere else:
+No torch, DALI or Ray. The one statement of the shard contract: every path, column and manifest
+key is derived here and nowhere else (the pipeline's reader imports it too):
 
     SHARDS/
-      manifest.json           written last: format version, dataset, preprocessing config, class
+      _manifest.json          written last: format version, dataset, preprocessing config, class
                               list, every shard's file / rows / bytes / sha256, counts
       part-00000.parquet      one row per video (ROW_FIELDS + payload), row groups of about
       part-00001.parquet      row_group_mb; shards without any accepted video are not written
-      rejected.parquet        every input that is not in a shard: source_path, video_id, split,
+      _rejected.parquet       every input that is not in a shard: source_path, video_id, split,
                               reason
       _progress/plan.json     the shard plan (config + the video ids of every shard); a rerun
                               with a different plan is refused
       _progress/part-00000.json  one record per finished shard (rows, bytes, sha256, rejections),
                               written by the worker right after its shard, so a rerun after a
                               crash redoes only the shards without one
+
+Only the parts match `*.parquet` without a leading underscore: pyarrow dataset discovery, Ray
+Data, DuckDB and Spark skip `_`-prefixed files, so a reader of the folder sees video rows only.
+Format version 1 folders (manifest.json and rejected.parquet, no underscore) still read.
 
 Every file is written to a temporary name in the same folder and renamed into place, so a reader
 (or a crash) never sees half a file.
@@ -35,11 +40,15 @@ import pyarrow.parquet as pq
 
 from preprocessing.sources import Rejection
 
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-REJECTED = "rejected.parquet"
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+MANIFEST = "_manifest.json"
+REJECTED = "_rejected.parquet"
+LEGACY_NAMES = {MANIFEST: "manifest.json", REJECTED: "rejected.parquet"}  # format version 1
+PART_GLOB = "part-*.parquet"
 PROGRESS_DIR = "_progress"
 PLAN = "plan.json"
+PAYLOAD = "payload"
 
 ROW_FIELDS = [
     pa.field("video_id", pa.string()),
@@ -55,6 +64,8 @@ ROW_FIELDS = [
     pa.field("source_codec", pa.string()),
 ]
 METADATA_COLUMNS = [f.name for f in ROW_FIELDS]
+# What training reads of every row up front (payloads are streamed later).
+INDEX_COLUMNS = ["video_id", "label", "split", "num_frames", "height", "width", "codec"]
 REJECTED_SCHEMA = pa.schema([pa.field("source_path", pa.string()),
                              pa.field("video_id", pa.string()),
                              pa.field("split", pa.string()),
@@ -64,11 +75,29 @@ REJECTED_SCHEMA = pa.schema([pa.field("source_path", pa.string()),
 def shard_schema(payload_format: str) -> pa.Schema:
     """Row schema: ROW_FIELDS and `payload`, large_binary ("video") or list of them ("frames")."""
     payload = pa.large_binary() if payload_format == "video" else pa.list_(pa.large_binary())
-    return pa.schema([*ROW_FIELDS, pa.field("payload", payload)])
+    return pa.schema([*ROW_FIELDS, pa.field(PAYLOAD, payload)])
 
 
 def shard_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
+
+
+def part_files(shards: Path) -> list[Path]:
+    """The Parquet parts present in a folder (listed in the manifest or not), sorted."""
+    return sorted(Path(shards).glob(PART_GLOB))
+
+
+def metadata_path(shards: Path, name: str) -> Path:
+    """Where a metadata file (MANIFEST or REJECTED) of the folder is: its own name, or its
+    format-1 name in a folder written before the rename."""
+    path = Path(shards) / name
+    legacy = Path(shards) / LEGACY_NAMES[name]
+    return legacy if not path.exists() and legacy.exists() else path
+
+
+def manifest_bytes(shards: Path) -> bytes:
+    """The manifest file's bytes (what identifies a shard folder's content, e.g. for caches)."""
+    return metadata_path(shards, MANIFEST).read_bytes()
 
 
 def progress_record_path(out_dir: Path, index: int) -> Path:
@@ -142,18 +171,25 @@ def write_rejected(path: Path, rejected: list[Rejection]) -> None:
 
 
 def read_manifest(shards: Path) -> dict:
-    """The manifest of a shard folder; ValueError with a clear message when absent or broken."""
-    path = shards / MANIFEST
+    """The manifest of a shard folder, format version checked; ValueError with one clear line
+    when the folder is not a finished shard folder or its manifest is broken."""
+    path = metadata_path(shards, MANIFEST)
     if not path.is_file():
-        raise ValueError(f"{shards} is not a finished shard folder: {MANIFEST} is missing")
+        raise ValueError(f"{shards} is not a shard folder (no {MANIFEST}); run `ctrlaug "
+                         f"preprocess` first")
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from None
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") not in READABLE_VERSIONS:
         raise ValueError(f"{path}: format_version {manifest.get('format_version')!r}, this "
-                         f"ctrlaug reads {FORMAT_VERSION}")
+                         f"ctrlaug reads {', '.join(map(str, READABLE_VERSIONS))}")
     return manifest
+
+
+def rejected_path(shards: Path, manifest: dict) -> Path:
+    """The folder's table of rejected inputs (named in its manifest)."""
+    return Path(shards) / manifest.get("rejected_file", LEGACY_NAMES[REJECTED])
 
 
 def read_metadata(shards: Path, manifest: dict) -> pa.Table:

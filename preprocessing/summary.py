@@ -54,7 +54,8 @@ def summarize_shards(shards: Path, top_classes: int = 20) -> str:
     if len(per_class) > top_classes:
         lines.append(f"  ... and {len(per_class) - top_classes} more")
     reasons = Counter(_reason_kind(r) for r in
-                      pq.read_table(shards / layout.REJECTED).column("reason").to_pylist())
+                      pq.read_table(layout.rejected_path(shards, manifest))
+                      .column("reason").to_pylist())
     if reasons:
         lines.append("rejected by reason:")
         lines += [f"  {count:5d}  {reason}" for reason, count in reasons.most_common()]

@@ -46,7 +46,7 @@ TRUNCATION_TOLERANCE = 0.9
 
 
 class VideoRejected(Exception):
-    """This input cannot be sharded; the message is the reason recorded in rejected.parquet."""
+    """This input cannot be sharded; the message is the reason recorded in _rejected.parquet."""
 
 
 @dataclass(frozen=True)

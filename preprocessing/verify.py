@@ -41,7 +41,7 @@ def verify_shards(shards: Path, sample: int = 8, seed: int = 0) -> VerifyReport:
         return report
     expected_schema = layout.shard_schema(manifest["payload_format"])
     listed = {shard["file"] for shard in manifest["shards"]}
-    for stray in sorted({p.name for p in shards.glob("part-*.parquet")} - listed):
+    for stray in sorted({p.name for p in layout.part_files(shards)} - listed):
         report.problems.append(f"{stray} is not listed in the manifest")
     for shard in manifest["shards"]:
         path = shards / shard["file"]
@@ -72,7 +72,7 @@ def verify_shards(shards: Path, sample: int = 8, seed: int = 0) -> VerifyReport:
     if bad.any():
         report.problems.append(f"{int(bad.sum())} labels outside the {len(manifest['classes'])}"
                                f" classes")
-    rejected = pq.read_metadata(shards / layout.REJECTED).num_rows
+    rejected = pq.read_metadata(layout.rejected_path(shards, manifest)).num_rows
     if report.rows + rejected != manifest["num_inputs"]:
         report.problems.append(f"{report.rows} rows + {rejected} rejected != "
                                f"{manifest['num_inputs']} inputs")

@@ -66,7 +66,7 @@ def test_fewer_videos_than_workers_and_missing_shards_are_clear_errors(shards, t
         rank_batches(np.arange(6), 0, 7, 2)
     with pytest.raises(ValueError, match="at least 2 per batch"):
         rank_batches(np.arange(6), 0, 4, 2, min_batch=2)
-    with pytest.raises(ValueError, match="no manifest.json"):
+    with pytest.raises(ValueError, match="no _manifest.json"):
         build_pretrain_loader(tmp_path, 2)
     with pytest.raises(ValueError, match="no videos in split 'test'"):
         build_pretrain_loader(shards["video"], 2, split="test")
@@ -76,7 +76,7 @@ def corrupt_one_payload(source, target):
     """Copy a shard folder and break the first row's payload: a garbage video file, or JPEGs
     whose markers are intact but whose data is noise (so they reach the decoder and fail)."""
     shutil.copytree(source, target)
-    manifest = json.loads((target / "manifest.json").read_text())
+    manifest = json.loads((target / "_manifest.json").read_text())
     path = target / manifest["shards"][0]["file"]
     table = pq.read_table(path)
     payload = table.column("payload").to_pylist()

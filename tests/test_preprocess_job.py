@@ -135,13 +135,13 @@ def test_killed_run_then_rerun_gives_identical_shards(videos, tmp_path):
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert first_record.exists()
-    assert not (killed / "manifest.json").exists(), "the run finished before it was killed"
+    assert not (killed / "_manifest.json").exists(), "the run finished before it was killed"
     done_before = len(list((killed / "_progress").glob("part-*.json")))
     rerun = subprocess.run([*command, "--out", str(killed)], check=True, capture_output=True,
                            text=True)
     assert f"resuming: {done_before} of" in rerun.stderr
-    clean = json.loads((tmp_path / "clean" / "manifest.json").read_text())
-    assert json.loads((killed / "manifest.json").read_text()) == clean
+    clean = json.loads((tmp_path / "clean" / "_manifest.json").read_text())
+    assert json.loads((killed / "_manifest.json").read_text()) == clean
     assert shard_ids(killed) == shard_ids(tmp_path / "clean")
     assert pq.read_table(killed / REJECTED).equals(pq.read_table(tmp_path / "clean" / REJECTED))
     assert verify_shards(killed, sample=2).ok
@@ -183,4 +183,4 @@ def test_cli_bad_annotations_and_bad_shards_give_one_clear_line(tmp_path):
         f"['time_start', 'time_end', 'split']"]
     assert not (tmp_path / "out").exists()
     out = subprocess.run([CTRLAUG, "verify", str(tmp_path)], capture_output=True, text=True)
-    assert out.returncode == 1 and "manifest.json is missing" in out.stdout
+    assert out.returncode == 1 and "no _manifest.json" in out.stdout

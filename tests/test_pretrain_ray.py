@@ -160,4 +160,4 @@ def test_a_missing_shard_folder_stops_with_one_line(tmp_path):
          f"--data.shards={tmp_path / 'nope'}"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip() == (f"ctrlaug pretrain: {tmp_path / 'nope'} is not a shard "
-                                     f"folder (no manifest.json); run `ctrlaug preprocess` first")
+                                     f"folder (no _manifest.json); run `ctrlaug preprocess` first")

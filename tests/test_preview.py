@@ -33,4 +33,4 @@ def test_preview_command_writes_a_png(shards, tmp_path):
     assert Image.open(out).format == "PNG"
     missing = subprocess.run([CTRLAUG, "preview", str(tmp_path), "--out", str(out)],
                              capture_output=True, text=True)
-    assert missing.returncode == 2 and "no manifest.json" in missing.stderr
+    assert missing.returncode == 2 and "no _manifest.json" in missing.stderr
