@@ -48,6 +48,7 @@ import torch
 
 from model.encoder import R3D18
 from orchestration.benchmark_data import MotionBenchmark, build_motion_benchmark
+from orchestration.checkpoint import FINETUNE_FILE, encoder_from, encoder_state
 from orchestration.experiment import ExperimentConfig, load_config
 from preprocessing import shards as layout
 from preprocessing.progress import format_seconds
@@ -168,14 +169,12 @@ def _parent_run(uri: str, out: Path, table: int) -> str:
 def _encoder_after(row: Row, config: ExperimentConfig, seed: int, train: Path, test: Path,
                    parent: str, num_classes: int) -> tuple[R3D18, str]:
     """The encoder the row evaluates, and the MLflow run its evaluation nests under."""
-    from orchestration.evaluate import encoder_from_checkpoint
     from orchestration.finetune import FinetuneConfig, run_finetune
     from orchestration.pretrain import run_pretraining
-    from orchestration.runtime import encoder_state
 
     if row.kind == "pretrain":
         metrics = run_pretraining(config, tags={"mlflow.parentRunId": parent})
-        encoder, _ = encoder_from_checkpoint(Path(metrics["checkpoint"]))
+        encoder, _ = encoder_from(Path(metrics["checkpoint"]))
         return encoder, metrics["mlflow_run_id"]
     torch.manual_seed(seed)
     encoder = R3D18(config.model.width, config.model.global_unstrided_stages)
@@ -190,7 +189,7 @@ def _encoder_after(row: Row, config: ExperimentConfig, seed: int, train: Path, t
     folder = Path(config.run.storage_path)
     run_finetune(encoder, num_classes, train, test, finetune, config.run.name, folder,
                  config.augment)
-    encoder.load_state_dict(encoder_state(folder.resolve() / config.run.name / "finetune.pt"))
+    encoder, _ = encoder_from(folder.resolve() / config.run.name / FINETUNE_FILE)
     return encoder, parent
 
 

@@ -75,12 +75,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 2
     try:
         uri = resolve_tracking_uri(args.tracking_uri or "", str(args.storage_path))
-        encoder, pretrain_run = load_encoder(args.checkpoint, args.model_uri, uri)
+        encoder, pretrain_run, augment = load_encoder(args.checkpoint, args.model_uri, uri)
         finetune = FinetuneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                                   workers=args.workers, backend=args.backend)
         results = run_evaluation(args.protocol.split(","), encoder, args.train, args.test, uri,
                                  pretrain_run, args.storage_path / "feature-cache",
-                                 backend=args.backend, finetune=finetune)
+                                 backend=args.backend, finetune=finetune, augment=augment)
     except (ValueError, TrackingUnavailable) as error:
         print(f"ctrlaug evaluate: {error}", file=sys.stderr)
         return 2

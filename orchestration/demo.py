@@ -17,7 +17,8 @@ from mlflow.tracking import MlflowClient
 
 from model.encoder import R3D18
 from orchestration.benchmark_data import MotionBenchmark, build_motion_benchmark
-from orchestration.evaluate import encoder_from_checkpoint, run_evaluation
+from orchestration.checkpoint import encoder_from
+from orchestration.evaluate import run_evaluation
 from orchestration.experiment import load_config
 from orchestration.pretrain import run_pretraining
 
@@ -50,7 +51,7 @@ def run_demo(workdir: Path, overrides: list[str] = ()) -> dict:
                   f"  (steps {history[0].step}..{history[-1].step})")
     print("[4/5] evaluation on the held-out test videos (linear probe: 10 clips, softmax "
           "averaged; retrieval: test queries train)", flush=True)
-    pretrained, _ = encoder_from_checkpoint(Path(metrics["checkpoint"]))
+    pretrained, _ = encoder_from(Path(metrics["checkpoint"]))
     torch.manual_seed(config.run.seed)
     random_init = R3D18(config.model.width, config.model.global_unstrided_stages)
     scores = {}

@@ -41,9 +41,9 @@ from model.evaluation import (
     top_k_accuracy,
     train_linear_probe,
 )
+from orchestration.checkpoint import encoder_from, load_checkpoint
 from orchestration.finetune import FinetuneConfig, run_finetune
 from orchestration.preview import frames_to_uint8
-from orchestration.runtime import encoder_state, load_checkpoint
 from pipeline import build_eval_loader
 from pipeline.config import AugmentConfig
 from preprocessing import shards as layout
@@ -57,21 +57,6 @@ class Features:
     labels: torch.Tensor
     video_id: list[str]
     first_frames: np.ndarray
-
-
-def encoder_from_checkpoint(path: Path) -> tuple[R3D18, str | None]:
-    """The encoder of a pretraining checkpoint and the MLflow run it came from."""
-    saved = load_checkpoint(path)
-    model = saved["config"]["model"]
-    encoder = R3D18(model["width"], model["global_unstrided_stages"])
-    encoder.load_state_dict(encoder_state(path))
-    return encoder, saved.get("mlflow_run_id")
-
-
-def augment_from_checkpoint(path: Path) -> AugmentConfig:
-    """The view settings (clip length, size, clip extent) the checkpoint was pretrained with."""
-    saved = load_checkpoint(path)["config"]["augment"]
-    return AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
 
 
 @torch.no_grad()
@@ -189,20 +174,36 @@ def retrieval_image(train: Features, test: Features, classes: list[str], queries
 
 
 def load_encoder(checkpoint: Path | None, model_uri: str | None, tracking_uri: str
-                 ) -> tuple[R3D18, str | None]:
-    """From a pretraining checkpoint file, or an MLflow model URI (runs:/ID/encoder, ...)."""
+                 ) -> tuple[R3D18, str | None, AugmentConfig]:
+    """(encoder, its pretraining MLflow run, the view settings it was pretrained with) from a
+    pretraining checkpoint file or an MLflow model URI (runs:/ID/encoder, ...; the views then
+    come from the run's config.json, or are the defaults when the URI names no run)."""
     if checkpoint is not None:
         if not Path(checkpoint).is_file():
             raise ValueError(f"checkpoint {checkpoint} not found")
-        return encoder_from_checkpoint(Path(checkpoint))
+        encoder, run_id = encoder_from(Path(checkpoint))
+        config = load_checkpoint(Path(checkpoint)).get("config")
+        return encoder, run_id, _augment_of(config) if config else AugmentConfig()
+    import mlflow.artifacts
     import mlflow.pytorch
+    from mlflow.tracking import MlflowClient
 
     from orchestration.tracking import fluent_tracking_uri
 
+    run_id = model_uri.split("/")[1] if model_uri.startswith("runs:/") else None
+    logged = run_id is not None and any(
+        a.path == "config.json" for a in MlflowClient(tracking_uri).list_artifacts(run_id))
     with fluent_tracking_uri(tracking_uri):
         encoder = mlflow.pytorch.load_model(model_uri, map_location="cpu")
-    run_id = model_uri.split("/")[1] if model_uri.startswith("runs:/") else None
-    return encoder, run_id
+        config = mlflow.artifacts.load_dict(f"runs:/{run_id}/config.json") if logged else None
+    return encoder, run_id, _augment_of(config) if config else AugmentConfig()
+
+
+def _augment_of(config: dict) -> AugmentConfig:
+    """The augment section of a saved ExperimentConfig (lists back to tuples)."""
+    from orchestration.experiment import config_from_dict
+
+    return config_from_dict(config).augment
 
 
 def run_evaluation(protocols: list[str], encoder: R3D18, train_shards: Path, test_shards: Path,

@@ -20,11 +20,10 @@ from torch import nn
 
 from model.encoder import R3D18, pool_features
 from model.evaluation import average_clip_softmax, top_k_accuracy
+from orchestration.checkpoint import FINETUNE_FILE, finetuning_checkpoint
 from orchestration.runtime import LocalRuntime, RayRuntime
 from pipeline import build_eval_loader, build_supervised_loader
 from pipeline.config import AugmentConfig
-
-CHECKPOINT_FILE = "finetune.pt"
 
 
 @dataclass(frozen=True)
@@ -115,15 +114,14 @@ def finetune_loop(loop_config: dict, runtime: LocalRuntime | RayRuntime) -> None
             final = test_accuracy(plain, loop_config["test"], config.backend, augment)
             metrics |= {"initial_top1": initial["top1"], "initial_top5": initial["top5"],
                         "finetune_top1": final["top1"], "finetune_top5": final["top5"]}
-        checkpoint = {"model": plain.state_dict(), "optimizer": optimizer.state_dict(),
-                      "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
-                      "initial": initial} if rank == 0 else None
+        checkpoint = finetuning_checkpoint(plain, optimizer, scheduler, epoch + 1, initial,
+                                           encoder) if rank == 0 else None
         runtime.report(metrics, checkpoint)
 
 
 def finetune_worker(loop_config: dict) -> None:
     """The Ray Train worker: the loop under RayRuntime."""
-    finetune_loop(loop_config, RayRuntime(False, CHECKPOINT_FILE))
+    finetune_loop(loop_config, RayRuntime(False, FINETUNE_FILE))
 
 
 def run_finetune(encoder: R3D18, num_classes: int, train_shards: Path, test_shards: Path,
@@ -141,7 +139,7 @@ def run_finetune(encoder: R3D18, num_classes: int, train_shards: Path, test_shar
         metrics = _fit_on_ray(loop_config, config, name, storage_path)
     else:
         runtime = LocalRuntime(Path(storage_path).resolve() / name, torch.device("cpu"),
-                               CHECKPOINT_FILE)
+                               FINETUNE_FILE)
         finetune_loop(loop_config, runtime)
         metrics = runtime.last_metrics
     return {key: metrics[key] for key in ("initial_top1", "initial_top5", "finetune_top1",

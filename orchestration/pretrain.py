@@ -24,15 +24,21 @@ import copy
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from model import PretrainNetwork
+from orchestration.checkpoint import (
+    CHECKPOINT_FILE,
+    TrainState,
+    encoder_state,
+    pretraining_checkpoint,
+    restore_pretraining,
+)
 from orchestration.distributed import gather_keys_with_grad, gather_views_with_grad
 from orchestration.experiment import ExperimentConfig, config_from_dict
-from orchestration.runtime import CHECKPOINT_FILE, LocalRuntime, RayRuntime, encoder_state
+from orchestration.runtime import LocalRuntime, RayRuntime
 from orchestration.train_step import NonFiniteLoss, training_step, unwrap
 from pipeline import build_pretrain_loader
 from preprocessing.progress import format_seconds
@@ -41,27 +47,8 @@ NONFINITE_FILE = "nonfinite.txt"
 INJECTED_FILE = ".injected-failure"
 
 
-@dataclass
-class TrainState:
-    """Where training stands: the next epoch to run and the batch to start it at."""
-
-    epoch: int = 0
-    step: int = 0
-    batch_in_epoch: int = 0
-
-
 def job_folder(config: ExperimentConfig) -> Path:
     return Path(config.run.storage_path).resolve() / config.run.name
-
-
-def _checkpoint_dict(network, optimizer, scheduler, state: TrainState,
-                     config: ExperimentConfig, run_id: str) -> dict:
-    return {"model": unwrap(network).state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": {}, "epoch": state.epoch,
-            "step": state.step, "batch_in_epoch": state.batch_in_epoch,
-            "sampler": {"seed": config.run.seed, "epoch": state.epoch,
-                        "batch": state.batch_in_epoch},
-            "config": config.to_dict(), "mlflow_run_id": run_id}
 
 
 def _maybe_inject_failure(config: ExperimentConfig, step: int, rank: int, world: int) -> None:
@@ -94,10 +81,7 @@ def pretrain_loop(config: ExperimentConfig, run_id: str, tracking_uri: str,
     if saved is None and config.run.init_encoder:
         network.encoder.load_state_dict(encoder_state(Path(config.run.init_encoder)))
     if saved is not None:
-        network.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        state = TrainState(saved["epoch"], saved["step"], saved["batch_in_epoch"])
+        state = restore_pretraining(saved, network, optimizer, scheduler)
     if config.run.gpu:
         network = network.to(memory_format=torch.channels_last_3d)
     network = runtime.prepare(network)
@@ -119,8 +103,8 @@ def pretrain_loop(config: ExperimentConfig, run_id: str, tracking_uri: str,
     steps_per_epoch = len(loader)
 
     def report(metrics: dict) -> None:
-        checkpoint = _checkpoint_dict(network, optimizer, scheduler, state, config, run_id) \
-            if rank == 0 else None
+        checkpoint = pretraining_checkpoint(unwrap(network), optimizer, scheduler, state,
+                                            config.to_dict(), run_id) if rank == 0 else None
         runtime.report(metrics, checkpoint)
 
     try:
@@ -172,8 +156,8 @@ def pretrain_loop(config: ExperimentConfig, run_id: str, tracking_uri: str,
             (epochs_run > 0 or not logger.has_artifact("encoder")):
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / CHECKPOINT_FILE
-            torch.save(_checkpoint_dict(network, optimizer, scheduler, state, config, run_id),
-                       path)
+            torch.save(pretraining_checkpoint(unwrap(network), optimizer, scheduler, state,
+                                              config.to_dict(), run_id), path)
             logger.file(path, "checkpoints")
         logger.model(copy.deepcopy(unwrap(network).encoder).cpu(), "encoder")
 

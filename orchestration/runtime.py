@@ -2,7 +2,7 @@
 (`RayRuntime`). Pretraining and finetuning share one loop each, written against this interface:
 
     rank, world, device      this worker's place
-    restore() -> dict | None the job's latest checkpoint (loaded with weights_only=True)
+    restore() -> dict | None the job's latest checkpoint (orchestration.checkpoint)
     prepare(module)          move to the device; under Ray with several workers, wrap in DDP
     report(metrics, ckpt)    a checkpoint (rank 0 passes the dict, others None) and metrics
     agree(flag) -> bool      True on every worker when it is true on one (a stop decision)
@@ -17,24 +17,8 @@ from pathlib import Path
 
 import torch
 
+from orchestration.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from orchestration.distributed import any_rank
-
-CHECKPOINT_FILE = "checkpoint.pt"
-
-
-def load_checkpoint(path: Path) -> dict:
-    """A training checkpoint, loaded with weights_only=True."""
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def encoder_state(path: Path) -> dict[str, torch.Tensor]:
-    """The R3D-18 weights of a pretraining (checkpoint.pt) or finetuning (finetune.pt)
-    checkpoint: the "encoder." entries of its model, without the prefix."""
-    model = load_checkpoint(path)["model"]
-    state = {k.removeprefix("encoder."): v for k, v in model.items() if k.startswith("encoder.")}
-    if not state:
-        raise ValueError(f"{path} holds no encoder weights")
-    return state
 
 
 class LocalRuntime:

@@ -12,7 +12,9 @@ from mlflow.tracking import MlflowClient
 
 from model.encoder import R3D18
 from orchestration.evaluate import cached_features, run_evaluation
+from orchestration.experiment import load_config
 from orchestration.finetune import FinetuneConfig
+from pipeline.config import AugmentConfig
 
 CTRLAUG = str(Path(sys.executable).parent / "ctrlaug")
 
@@ -69,8 +71,11 @@ def test_an_encoder_logged_to_mlflow_loads_back_by_model_uri(tmp_path):
     torch.manual_seed(0)
     encoder = R3D18(width=4)
     RunLogger(uri, run_id).model(encoder, "encoder")
-    loaded, pretrain_run = load_encoder(None, f"runs:/{run_id}/encoder", uri)
-    assert pretrain_run == run_id
+    loaded, pretrain_run, augment = load_encoder(None, f"runs:/{run_id}/encoder", uri)
+    assert pretrain_run == run_id and augment == AugmentConfig()  # the run logged no config
+    pretrained_at_32 = load_config(None, ["--augment.size=32"]).to_dict()
+    client.log_dict(run_id, pretrained_at_32, "config.json")  # as pretraining logs it
+    assert load_encoder(None, f"runs:/{run_id}/encoder", uri)[2].size == 32
     x = torch.randn(1, 3, 16, 32, 32)
     encoder.eval()
     loaded.eval()

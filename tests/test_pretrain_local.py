@@ -9,9 +9,10 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from orchestration.checkpoint import load_checkpoint
+from orchestration.evaluate import load_encoder
 from orchestration.experiment import ConfigError, load_config
 from orchestration.pretrain import INJECTED_FILE, job_folder, run_pretraining
-from orchestration.runtime import load_checkpoint
 from orchestration.tracking import RunLogger
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -37,6 +38,9 @@ def test_an_in_process_run_trains_logs_checkpoints_and_resumes(shards, tmp_path,
     assert run.info.status == "FINISHED" and run.data.params["run.ray"] == "False"
     saved = load_checkpoint(Path(metrics["checkpoint"]))
     assert (saved["epoch"], saved["step"]) == (2, 6)
+    # Evaluating the checkpoint uses the views it was pretrained with (32 x 32 here).
+    encoder, pretrain_run, augment = load_encoder(Path(metrics["checkpoint"]), None, uri)
+    assert (pretrain_run, augment) == (run_id, config.augment) and encoder.width == 4
     assert Path(metrics["checkpoint"]).parent == job_folder(config)
     logged = []
     monkeypatch.setattr(RunLogger, "file", lambda self, path, folder: logged.append(folder))

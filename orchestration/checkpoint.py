@@ -1,0 +1,99 @@
+"""Training checkpoints: the one module that writes, reads and interprets them.
+
+Pretraining (`checkpoint.pt`, `pretraining_checkpoint`):
+    model            PretrainNetwork state (encoder.* and objective.* entries)
+    optimizer, scheduler
+    epoch            the next epoch to run
+    step             optimiser steps done in all
+    batch_in_epoch   batches of `epoch` already done (resuming skips them without reading)
+    config           ExperimentConfig.to_dict(); config["run"]["seed"] with epoch and
+                     batch_in_epoch is the whole sampler state: every view is drawn from
+                     (seed, epoch, sample index), every level set from (seed, epoch, batch)
+    mlflow_run_id    the job's MLflow run (a resumed job keeps logging to it)
+No grad-scaler state: training runs in fp32 or bf16 autocast, neither of which scales the loss.
+
+Finetuning (`finetune.pt`, `finetuning_checkpoint`): model (VideoClassifier state), optimizer,
+scheduler, epoch (next to run), initial (test accuracy before training), encoder (the R3D-18's
+width and global_unstrided_stages).
+
+Either may carry `reported_metrics` (orchestration.runtime.LocalRuntime stores the report that
+wrote it). Everything loads with weights_only=True; `encoder_from` builds the R3D-18 of either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from model.encoder import R3D18
+
+CHECKPOINT_FILE = "checkpoint.pt"
+FINETUNE_FILE = "finetune.pt"
+
+
+@dataclass
+class TrainState:
+    """Where pretraining stands: the next epoch to run, steps done, batches of it done."""
+
+    epoch: int = 0
+    step: int = 0
+    batch_in_epoch: int = 0
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A training checkpoint, loaded with weights_only=True."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def pretraining_checkpoint(network: nn.Module, optimizer: torch.optim.Optimizer,
+                           scheduler, state: TrainState, config: dict, run_id: str) -> dict:
+    """The pretraining checkpoint of `network` (the PretrainNetwork, unwrapped)."""
+    return {"model": network.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "epoch": state.epoch, "step": state.step,
+            "batch_in_epoch": state.batch_in_epoch, "config": config, "mlflow_run_id": run_id}
+
+
+def restore_pretraining(saved: dict, network: nn.Module, optimizer: torch.optim.Optimizer,
+                        scheduler) -> TrainState:
+    """Load a pretraining checkpoint into the training objects; returns where it stood."""
+    network.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    return TrainState(saved["epoch"], saved["step"], saved["batch_in_epoch"])
+
+
+def finetuning_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
+                          epoch: int, initial: dict, encoder: R3D18) -> dict:
+    """The finetuning checkpoint of `model` (a VideoClassifier around `encoder`)."""
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "epoch": epoch, "initial": initial,
+            "encoder": {"width": encoder.width,
+                        "global_unstrided_stages": encoder.global_unstrided_stages}}
+
+
+def encoder_state(path: Path) -> dict[str, torch.Tensor]:
+    """The R3D-18 weights of a pretraining or finetuning checkpoint: the "encoder." entries of
+    its model, without the prefix."""
+    model = load_checkpoint(path)["model"]
+    state = {k.removeprefix("encoder."): v for k, v in model.items() if k.startswith("encoder.")}
+    if not state:
+        raise ValueError(f"{path} holds no encoder weights")
+    return state
+
+
+def encoder_from(path: Path) -> tuple[R3D18, str | None]:
+    """The R3D-18 of a pretraining or finetuning checkpoint, and the MLflow run it came from
+    (pretraining checkpoints only)."""
+    saved = load_checkpoint(path)
+    if "config" in saved:
+        shape = saved["config"]["model"]
+    elif "encoder" in saved:
+        shape = saved["encoder"]
+    else:
+        raise ValueError(f"{path} does not say the encoder's width (not a ctrlaug checkpoint)")
+    encoder = R3D18(shape["width"], shape["global_unstrided_stages"])
+    encoder.load_state_dict(encoder_state(path))
+    return encoder, saved.get("mlflow_run_id")
