@@ -8,63 +8,13 @@ Values that can be derived (feature grids, feature width) are computed, never co
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
+
+from preprocessing.validation import check_field_types, require
 
 TemporalHeadKind = Literal["mlp", "gru", "gru_mlp", "vcop"]
 ContrastKind = Literal["region", "clip", "none"]
-
-
-def check_field_types(config: Any) -> None:
-    """Raise TypeError naming the field when a dataclass field's value does not match its hint.
-
-    Supports the hints configs use: bool, int, float (an int is accepted), str, Literal[...],
-    tuples of those and `X | None`. A bool is never accepted where an int or float is expected.
-    """
-    hints = typing.get_type_hints(type(config))
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if not _matches(value, hints[field.name]):
-            raise TypeError(
-                f"{type(config).__name__}.{field.name} must be {_describe(hints[field.name])}, "
-                f"got {value!r} ({type(value).__name__})"
-            )
-
-
-def _matches(value: Any, hint: Any) -> bool:
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        return any(value == option and type(value) is type(option) for option in hint.__args__)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, option) for option in typing.get_args(hint))
-    if origin is tuple:
-        args = typing.get_args(hint)
-        if not isinstance(value, tuple):
-            return False
-        if len(args) == 2 and args[1] is Ellipsis:
-            return all(_matches(item, args[0]) for item in value)
-        return len(value) == len(args) and all(map(_matches, value, args))
-    if hint is type(None):
-        return value is None
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, hint)
-
-
-def _describe(hint: Any) -> str:
-    if typing.get_origin(hint) is Literal:
-        return "one of " + ", ".join(repr(option) for option in hint.__args__)
-    return getattr(hint, "__name__", str(hint))
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
 
 
 @dataclass(frozen=True)
@@ -98,19 +48,19 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        _require(self.width >= 1, f"width must be >= 1, got {self.width}")
-        _require(
+        require(self.width >= 1, f"width must be >= 1, got {self.width}")
+        require(
             0 <= self.global_unstrided_stages <= 3,
             f"global_unstrided_stages must be in 0..3, got {self.global_unstrided_stages}",
         )
-        _require(self.num_clips >= 1, f"num_clips must be >= 1, got {self.num_clips}")
-        _require(
+        require(self.num_clips >= 1, f"num_clips must be >= 1, got {self.num_clips}")
+        require(
             self.num_clips <= 8,
             f"num_clips must be <= 8 (temporal heads enumerate K! orders), got {self.num_clips}",
         )
         for name in ("projection_hidden_dim", "projection_dim", "mine_hidden_dim",
                      "temporal_hidden_dim"):
-            _require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+            require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
 
     @property
     def feature_dim(self) -> int:
@@ -155,15 +105,15 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        _require(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
-        _require(self.td_temperature > 0, f"td_temperature must be > 0, got {self.td_temperature}")
-        _require(
+        require(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+        require(self.td_temperature > 0, f"td_temperature must be > 0, got {self.td_temperature}")
+        require(
             0 < self.mine_ema_rate < 1, f"mine_ema_rate must be in (0, 1), got {self.mine_ema_rate}"
         )
-        _require(self.grl_scale >= 0, f"grl_scale must be >= 0, got {self.grl_scale}")
+        require(self.grl_scale >= 0, f"grl_scale must be >= 0, got {self.grl_scale}")
         for name in ("contrast_weight", "mi_weight", "td_weight"):
-            _require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
-        _require(
+            require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        require(
             self.contrast != "none" or self.mi or self.td,
             "at least one objective must be on (contrast, mi or td)",
         )

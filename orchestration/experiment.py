@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from model.config import LossConfig, ModelConfig, check_field_types
+from model.config import LossConfig, ModelConfig
 from pipeline.config import AugmentConfig
+from preprocessing.validation import check_field_types, require
 
 
 class ConfigError(ValueError):
@@ -42,10 +43,10 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        if self.batch_size < 2:
-            raise ValueError("data.batch_size must be >= 2 (contrastive negatives)")
-        if self.shuffle_memory_mb < 1:
-            raise ValueError("data.shuffle_memory_mb must be >= 1")
+        require(self.batch_size >= 2, "batch_size must be >= 2 (contrastive negatives)")
+        require(self.shuffle_memory_mb >= 1, "shuffle_memory_mb must be >= 1")
+        require(self.prefetch >= 1 and self.num_threads >= 1,
+                "prefetch and num_threads must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,9 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        if self.epochs < 1 or self.lr <= 0:
-            raise ValueError("optim.epochs must be >= 1 and optim.lr > 0")
+        require(self.epochs >= 1 and self.lr > 0, "epochs must be >= 1 and lr > 0")
+        require(self.weight_decay >= 0 and self.decay_factor > 0,
+                "weight_decay must be >= 0 and decay_factor > 0")
 
 
 @dataclass(frozen=True)
@@ -95,13 +97,14 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        if self.workers < 1 or self.max_failures < 0:
-            raise ValueError("run.workers must be >= 1 and run.max_failures >= 0")
-        if not self.name or "/" in self.name:
-            raise ValueError("run.name must be a non-empty name without '/'")
-        if not self.ray and self.workers != 1:
-            raise ValueError("run.ray = false runs one worker in this process; set "
-                             "run.workers = 1 or run.ray = true")
+        require(self.workers >= 1 and self.max_failures >= 0,
+                "workers must be >= 1 and max_failures >= 0")
+        require(bool(self.name) and "/" not in self.name, "name must be a non-empty name "
+                                                          "without '/'")
+        require(self.ray or self.workers == 1, "run.ray = false runs one worker in this "
+                                               "process; set run.workers = 1 or run.ray = true")
+        require(self.checkpoint_every_steps >= 0 and self.log_every_steps >= 1,
+                "checkpoint_every_steps must be >= 0 and log_every_steps >= 1")
 
 
 @dataclass(frozen=True)
@@ -114,12 +117,12 @@ class ExperimentConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
-        if self.model.num_clips != self.augment.num_clips:
-            raise ValueError(f"model.num_clips ({self.model.num_clips}) and augment.num_clips "
-                             f"({self.augment.num_clips}) must match")
-        if self.data.batch_size < self.run.workers * 2:
-            raise ValueError(f"data.batch_size {self.data.batch_size} gives workers fewer than 2 "
-                             f"videos each (run.workers = {self.run.workers})")
+        require(self.model.num_clips == self.augment.num_clips,
+                f"model.num_clips ({self.model.num_clips}) and augment.num_clips "
+                f"({self.augment.num_clips}) must match")
+        require(self.data.batch_size >= self.run.workers * 2,
+                f"data.batch_size {self.data.batch_size} gives workers fewer than 2 videos "
+                f"each (run.workers = {self.run.workers})")
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {section.name: dataclasses.asdict(getattr(self, section.name))
@@ -159,9 +162,7 @@ def _build(section: str, values: dict[str, Any]):
                           f"{', '.join(sorted(names))}")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     try:
-        built = cls(**values)
-        check_field_types(built)  # also for sections whose class does not check itself
-        return built
+        return cls(**values)  # every section checks itself on construction
     except (TypeError, ValueError) as error:
         raise ConfigError(f"[{section}] {error}") from None
 

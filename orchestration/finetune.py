@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -24,19 +25,33 @@ from orchestration.checkpoint import FINETUNE_FILE, finetuning_checkpoint
 from orchestration.runtime import LocalRuntime, RayRuntime
 from pipeline import build_eval_loader, build_supervised_loader
 from pipeline.config import AugmentConfig
+from preprocessing.validation import check_field_types, require
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
+    """The finetuning protocol: epochs of Adam (cosine schedule from lr), weight decay, global
+    batch_size split over Ray `workers` (or in this process, one worker, when ray is false),
+    restarts after up to max_failures failures, the decode backend."""
+
     epochs: int = 10
     lr: float = 3e-4
     weight_decay: float = 1e-5
-    batch_size: int = 16  # global, split across workers
+    batch_size: int = 16
     workers: int = 1
     max_failures: int = 2
     seed: int = 0
-    backend: str = "dali"
-    ray: bool = True  # false: in this process, one worker (the ablations' supervised bound)
+    backend: Literal["dali", "reference"] = "dali"
+    ray: bool = True
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        require(self.epochs >= 1 and self.lr > 0 and self.weight_decay >= 0,
+                "epochs must be >= 1, lr > 0 and weight_decay >= 0")
+        require(self.batch_size >= self.workers >= 1,
+                f"batch_size ({self.batch_size}) must be >= workers ({self.workers}) >= 1")
+        require(self.max_failures >= 0, "max_failures must be >= 0")
+        require(self.ray or self.workers == 1, "ray = false runs one worker in this process")
 
 
 class VideoClassifier(nn.Module):

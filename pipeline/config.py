@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from math import prod
 from typing import Literal
 
+from preprocessing.validation import check_field_types, require
+
 # Normalisation of the output frames (Kinetics statistics, as torchvision's video models use),
 # applied to RGB in [0, 1]: (x - MEAN) / STD.
 MEAN = (0.43216, 0.394666, 0.37645)
@@ -56,14 +58,10 @@ class AugmentConfig:
     blur: bool = True
 
     def __post_init__(self) -> None:
-        def require(condition: bool, message: str) -> None:
-            if not condition:
-                raise ValueError(message)
-
+        check_field_types(self)
         for name in ("clip_frames", "num_clips", "frame_stride", "size", "levels_per_batch"):
             value = getattr(self, name)
-            require(isinstance(value, int) and value >= 1, f"{name} must be an int >= 1, got "
-                                                           f"{value!r}")
+            require(value >= 1, f"{name} must be >= 1, got {value!r}")
         for name in ("global_area", "local_area"):
             low, high = getattr(self, name)
             require(0 < low <= high <= 1, f"{name} must satisfy 0 < min <= max <= 1")
@@ -74,9 +72,7 @@ class AugmentConfig:
         require(0 <= self.hue <= 0.5, "hue must be in [0, 0.5]")
         require(0 < self.blur_sigma[0] <= self.blur_sigma[1], "blur_sigma must satisfy "
                                                               "0 < min <= max")
-        require(self.clip_extent in ("stride", "segment"),
-                f"clip_extent must be 'stride' or 'segment', got {self.clip_extent!r}")
-        require(len(self.level_bins) == 5 and all(b >= 1 for b in self.level_bins),
+        require(all(b >= 1 for b in self.level_bins),
                 "level_bins needs five counts >= 1 (brightness, contrast, saturation, hue, "
                 "blur)")
 

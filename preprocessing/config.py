@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
+from preprocessing.validation import check_field_types, require
+
 PayloadFormat = Literal["video", "frames"]
 VideoCodec = Literal["vp9", "h264"]
 
@@ -47,11 +49,8 @@ class PreprocessConfig:
     shuffle_seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.payload not in ("video", "frames"):
-            raise ValueError(f"payload must be 'video' or 'frames', got {self.payload!r}")
-        if self.codec not in ("vp9", "h264"):
-            raise ValueError(f"codec must be 'vp9' or 'h264', got {self.codec!r}")
-        if self.crf is None:
+        check_field_types(self)
+        if self.crf is None:  # the codec's default quality
             object.__setattr__(self, "crf", DEFAULT_CRF[self.codec])
         ranges = {
             "fps": (1, 240), "short_side": (16, 2160), "crf": (0, MAX_CRF[self.codec]),
@@ -61,13 +60,9 @@ class PreprocessConfig:
         }
         for name, (low, high) in ranges.items():
             value = getattr(self, name)
-            if value is None and name == "videos_per_shard":
-                continue
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"{name} must be an int, got {value!r}")
-            if value < low or (high is not None and value > high):
-                bound = f"in {low}..{high}" if high is not None else f">= {low}"
-                raise ValueError(f"{name} must be {bound}, got {value}")
+            bound = f"in {low}..{high}" if high is not None else f">= {low}"
+            require(value is None or low <= value <= (high if high is not None else value),
+                    f"{name} must be {bound}, got {value}")
 
     def estimated_video_bytes(self) -> int:
         """A typical row's payload size (a 10 s clip), used to derive videos_per_shard.

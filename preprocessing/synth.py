@@ -32,11 +32,13 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Literal
 
 import av
 import numpy as np
 
 from preprocessing.transcode import BITEXACT
+from preprocessing.validation import check_field_types, require
 
 CLASSES = ("rise", "fall", "slide", "sway", "bob", "orbit", "pulse", "still")
 CODECS = {"h264": ("libx264", "mp4", "yuv420p"), "vp9": ("libvpx-vp9", "webm", "yuv420p"),
@@ -56,18 +58,17 @@ class SynthConfig:
     width: int = 160
     height: int = 120
     fps: int = 25
-    codec: str = "h264"
+    codec: Literal["h264", "vp9", "mpeg4", "mjpeg"] = "h264"
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not 1 <= self.classes <= len(CLASSES):
-            raise ValueError(f"classes must be in 1..{len(CLASSES)}, got {self.classes}")
-        if self.videos_per_class < 1 or self.frames < 2:
-            raise ValueError("videos_per_class must be >= 1 and frames >= 2")
-        if self.width < 32 or self.height < 32 or self.width % 2 or self.height % 2:
-            raise ValueError("width and height must be even and >= 32")
-        if self.codec not in CODECS:
-            raise ValueError(f"codec must be one of {sorted(CODECS)}, got {self.codec!r}")
+        check_field_types(self)
+        require(1 <= self.classes <= len(CLASSES),
+                f"classes must be in 1..{len(CLASSES)}, got {self.classes}")
+        require(self.videos_per_class >= 1 and self.frames >= 2,
+                "videos_per_class must be >= 1 and frames >= 2")
+        require(self.width >= 32 and self.height >= 32 and not self.width % 2
+                and not self.height % 2, "width and height must be even and >= 32")
 
 
 @dataclass(frozen=True)

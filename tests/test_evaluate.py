@@ -11,6 +11,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from model.encoder import R3D18
+from orchestration import evaluate
 from orchestration.evaluate import cached_features, run_evaluation
 from orchestration.experiment import load_config
 from orchestration.finetune import FinetuneConfig
@@ -84,12 +85,16 @@ def test_an_encoder_logged_to_mlflow_loads_back_by_model_uri(tmp_path):
 
 
 def test_a_failed_protocol_marks_the_run_failed_and_keeps_what_finished(shards, tmp_path,
-                                                                         ray_instance):
+                                                                         monkeypatch):
+    def failing_finetune(*args, **kwargs):
+        raise RuntimeError("the finetuning job failed")
+
+    monkeypatch.setattr(evaluate, "run_finetune", failing_finetune)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    failing = FinetuneConfig(backend="no-such-backend", max_failures=0, epochs=1)
-    with pytest.raises(Exception, match="no-such-backend"):
+    with pytest.raises(RuntimeError, match="the finetuning job failed"):
         run_evaluation(["retrieval", "finetune"], R3D18(width=4), shards["frames"],
-                       shards["video"], uri, None, tmp_path / "cache", finetune=failing)
+                       shards["video"], uri, None, tmp_path / "cache",
+                       finetune=FinetuneConfig(epochs=1))
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("ctrlaug-evaluate").experiment_id])
     assert run.info.status == "FAILED"

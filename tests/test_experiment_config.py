@@ -65,3 +65,14 @@ def test_bad_files_are_clear_errors(tmp_path):
     (tmp_path / "c.toml").write_text("[optim\n")
     with pytest.raises(ConfigError):
         load_config(tmp_path / "c.toml")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"epochs": 0}, "epochs must be >= 1"), ({"batch_size": 1, "workers": 2}, "batch_size"),
+    ({"backend": "pyav"}, "FinetuneConfig.backend"), ({"ray": False, "workers": 2}, "one worker"),
+])
+def test_finetune_config_is_validated_like_every_section(kwargs, message):
+    from orchestration.finetune import FinetuneConfig
+
+    with pytest.raises((TypeError, ValueError), match=message):
+        FinetuneConfig(**kwargs)

@@ -113,7 +113,7 @@ def test_synthesize_writes_the_folder_layout_deterministically(tmp_path):
 def test_bad_synth_settings_are_errors():
     with pytest.raises(ValueError, match="classes"):
         SynthConfig(classes=len(CLASSES) + 1)
-    with pytest.raises(ValueError, match="codec"):
+    with pytest.raises(TypeError, match="codec"):
         SynthConfig(codec="prores")
     with pytest.raises(ValueError, match="unknown class"):
         motion("spin", 10, 64, 48, np.random.default_rng(0))
