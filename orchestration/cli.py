@@ -8,8 +8,11 @@ preview, pretrain and evaluate (DESIGN section 7).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
+import types
+import typing
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -49,6 +52,17 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config(args: argparse.Namespace) -> int:
+    from orchestration.experiment import ConfigError, describe, load_config
+
+    try:
+        print(describe(load_config(args.config, list(args.overrides))), end="")
+    except ConfigError as error:
+        print(f"ctrlaug config: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _ablate(args: argparse.Namespace) -> int:
     from orchestration.ablation import run_ablation
     from orchestration.experiment import ConfigError
@@ -76,12 +90,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     try:
         uri = resolve_tracking_uri(args.tracking_uri or "", str(args.storage_path))
         encoder, pretrain_run, augment = load_encoder(args.checkpoint, args.model_uri, uri)
-        finetune = FinetuneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                                  workers=args.workers, backend=args.backend)
+        finetune = FinetuneConfig(**_fields(args, FinetuneConfig))
         results = run_evaluation(args.protocol.split(","), encoder, args.train, args.test, uri,
                                  pretrain_run, args.storage_path / "feature-cache",
-                                 backend=args.backend, finetune=finetune, augment=augment)
-    except (ValueError, TrackingUnavailable) as error:
+                                 backend=finetune.backend, finetune=finetune, augment=augment)
+    except (TypeError, ValueError, TrackingUnavailable) as error:
         print(f"ctrlaug evaluate: {error}", file=sys.stderr)
         return 2
     for key, value in results.items():
@@ -89,12 +102,36 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _option(parser: argparse.ArgumentParser, config: type, field: str, flag: str | None = None,
+            help: str = "") -> None:
+    """An option for a config dataclass field: its type, choices and default come from the
+    dataclass, so the command line never restates them."""
+    hint = typing.get_type_hints(config)[field]
+    default = next(f.default for f in dataclasses.fields(config) if f.name == field)
+    options = [a for a in typing.get_args(hint) if a is not type(None)] \
+        if typing.get_origin(hint) in (typing.Union, types.UnionType) else [hint]
+    kind = options[0]
+    choices = list(typing.get_args(kind)) if typing.get_origin(kind) is typing.Literal else None
+    parser.add_argument(flag or "--" + field.replace("_", "-"), dest=field, default=default,
+                        choices=choices, type=type(choices[0]) if choices else kind,
+                        help=f"{help} (default {default})".strip())
+
+
+def _fields(args: argparse.Namespace, config: type) -> dict:
+    """The values given for a config dataclass's fields among the parsed options (options left
+    at None take the dataclass default)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(config)
+            if getattr(args, f.name, None) is not None}
+
+
 def _synth(args: argparse.Namespace) -> int:
     from preprocessing.synth import SynthConfig, synthesize
 
-    config = SynthConfig(classes=args.classes, videos_per_class=args.videos_per_class,
-                         frames=args.frames, width=args.width, height=args.height,
-                         fps=args.fps, codec=args.codec, seed=args.seed)
+    try:
+        config = SynthConfig(**_fields(args, SynthConfig))
+    except (TypeError, ValueError) as error:
+        print(f"ctrlaug synth: {error}", file=sys.stderr)
+        return 2
     paths = synthesize(args.out, config)
     print(f"wrote {len(paths)} videos in {config.classes} classes to {args.out}")
     return 0
@@ -106,11 +143,7 @@ def _preprocess(args: argparse.Namespace) -> int:
     from preprocessing.sources import AnnotationError, list_dataset
 
     try:
-        config = PreprocessConfig(
-            fps=args.fps, short_side=args.short_side, payload=args.format, codec=args.codec,
-            crf=args.crf, keyframe_interval=args.keyframe_interval, min_frames=args.min_frames,
-            videos_per_shard=args.videos_per_shard, target_shard_mb=args.target_shard_mb,
-            shuffle_seed=args.shuffle_seed)
+        config = PreprocessConfig(**_fields(args, PreprocessConfig))
         listing = list_dataset(args.dataset, args.videos, args.annotations, args.split,
                                args.fold)
     except (AnnotationError, ValueError, TypeError) as error:
@@ -174,16 +207,13 @@ def _preview(args: argparse.Namespace) -> int:
 
 
 def _add_data_commands(commands) -> None:
+    from preprocessing.config import PreprocessConfig
+    from preprocessing.synth import SynthConfig
+
     synth = commands.add_parser("synth", help="write a synthetic motion-class video dataset")
     synth.add_argument("--out", type=Path, required=True)
-    synth.add_argument("--classes", type=int, default=8)
-    synth.add_argument("--videos-per-class", type=int, default=8)
-    synth.add_argument("--frames", type=int, default=48)
-    synth.add_argument("--width", type=int, default=160)
-    synth.add_argument("--height", type=int, default=120)
-    synth.add_argument("--fps", type=int, default=25)
-    synth.add_argument("--codec", default="h264", choices=["h264", "vp9", "mpeg4", "mjpeg"])
-    synth.add_argument("--seed", type=int, default=0)
+    for field in dataclasses.fields(SynthConfig):
+        _option(synth, SynthConfig, field.name)
     synth.set_defaults(handler=_synth)
 
     pre = commands.add_parser("preprocess", help="transcode a video dataset into Parquet shards")
@@ -198,19 +228,15 @@ def _add_data_commands(commands) -> None:
     pre.add_argument("--fold", type=int, default=1, choices=[1, 2, 3],
                      help="UCF-101 / HMDB-51 split files to use (default 1)")
     pre.add_argument("--out", type=Path, required=True, help="shard folder to write")
-    pre.add_argument("--format", default="video", choices=["video", "frames"])
-    pre.add_argument("--codec", default="vp9", choices=["vp9", "h264"])
-    pre.add_argument("--crf", type=int, help="constant quality (default 32 vp9, 23 h264)")
-    pre.add_argument("--keyframe-interval", type=int, default=16)
-    pre.add_argument("--short-side", type=int, default=128)
-    pre.add_argument("--fps", type=int, default=25)
-    pre.add_argument("--min-frames", type=int, default=16,
-                     help="reject videos with fewer frames (default 16, one clip)")
-    pre.add_argument("--videos-per-shard", type=int,
-                     help="default: derived from --target-shard-mb")
-    pre.add_argument("--target-shard-mb", type=int, default=256)
-    pre.add_argument("--shuffle-seed", type=int, default=0,
-                     help="seed of the video order across shards (recorded in the manifest)")
+    option_help = {
+        "payload": "one encoded video per row, or one JPEG per frame",
+        "crf": "constant quality (None: 32 for vp9, 23 for h264)",
+        "min_frames": "reject videos with fewer frames",
+        "videos_per_shard": "None: derived from --target-shard-mb",
+        "shuffle_seed": "seed of the video order across shards (recorded in the manifest)"}
+    for field in dataclasses.fields(PreprocessConfig):
+        _option(pre, PreprocessConfig, field.name, "--format" if field.name == "payload"
+                else None, option_help.get(field.name, ""))
     pre.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                      help="local worker processes (default: all cores)")
     pre.add_argument("--ray", action="store_true", help="run the shards as Ray tasks")
@@ -240,11 +266,13 @@ def _add_data_commands(commands) -> None:
     evaluate.add_argument("--tracking-uri", help="MLflow server (default: SQLite in "
                                                  "--storage-path)")
     evaluate.add_argument("--storage-path", type=Path, default=Path("runs"))
-    evaluate.add_argument("--backend", default="dali", choices=["dali", "reference"])
-    evaluate.add_argument("--epochs", type=int, default=10, help="finetune epochs")
-    evaluate.add_argument("--lr", type=float, default=3e-4, help="finetune learning rate")
-    evaluate.add_argument("--batch-size", type=int, default=16, help="finetune global batch")
-    evaluate.add_argument("--workers", type=int, default=1, help="finetune Ray workers")
+    # The finetune protocol's settings (defaults: FinetuneConfig in orchestration/finetune.py,
+    # not imported here: it needs torch, and `ctrlaug --help` should not).
+    evaluate.add_argument("--backend", help="decode backend: dali (default) or reference")
+    for field, kind in (("epochs", int), ("lr", float), ("weight_decay", float),
+                        ("batch_size", int), ("workers", int)):
+        evaluate.add_argument("--" + field.replace("_", "-"), dest=field, type=kind,
+                              help="finetune protocol (default: FinetuneConfig's)")
     evaluate.set_defaults(handler=_evaluate)
 
     preview = commands.add_parser("preview", help="draw one video's views, boxes, time spans "
@@ -272,11 +300,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", type=Path, default=Path("demo-run"))
     demo.set_defaults(handler=_demo, overrides=[])
 
-    pretrain = commands.add_parser("pretrain", help="pretrain on Ray Train (rerun to resume)")
+    pretrain = commands.add_parser(
+        "pretrain", help="pretrain on Ray Train or in this process (rerun to resume)",
+        description="Pretrain with one typed config: a TOML file (--config) plus "
+                    "--section.key=value overrides. `ctrlaug config` lists every key with its "
+                    "type and default; `ctrlaug config --config FILE [overrides]` shows the "
+                    "values a run would use.")
     pretrain.add_argument("--config", type=Path, help="TOML config (configs/*.toml)")
     pretrain.add_argument("--tracking-uri", help="MLflow server URL (default: a SQLite file in "
                                                  "run.storage_path)")
     pretrain.set_defaults(handler=_pretrain)
+
+    config = commands.add_parser(
+        "config", help="print every config key with its type, default and resolved value")
+    config.add_argument("--config", type=Path, help="TOML config (configs/*.toml)")
+    config.set_defaults(handler=_config)
 
     ablate = commands.add_parser(
         "ablate", help="run one of the paper's ablation tables (4, 5, 6, 7): pretraining and "
@@ -301,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     overrides = [item for item in extra if item.startswith("--") and "." in item.split("=")[0]]
-    if args.command in ("pretrain", "demo", "ablate", "preview"):
+    if args.command in ("pretrain", "demo", "ablate", "preview", "config"):
         unknown = [item for item in extra if item not in overrides]
         if unknown:
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")

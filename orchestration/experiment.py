@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from model.config import LossConfig, ModelConfig
 from pipeline.config import AugmentConfig
-from preprocessing.validation import check_field_types, require
+from preprocessing.validation import check_field_types, describe_type, require
 
 
 class ConfigError(ValueError):
@@ -198,6 +198,24 @@ def load_config(path: Path | str | None = None, overrides: list[str] = ()) -> Ex
         return ExperimentConfig(**built)
     except ValueError as error:
         raise ConfigError(str(error)) from None
+
+
+def describe(config: ExperimentConfig) -> str:
+    """Every key of the config, one a line: section.key, its type, its default and the value
+    this config gives it (marked * where that differs from the default): `ctrlaug config`."""
+    rows = [("key", "type", "default", "value")]
+    for section in dataclasses.fields(ExperimentConfig):
+        values = getattr(config, section.name)
+        defaults = SECTIONS[section.name]()
+        hints = typing.get_type_hints(type(values))
+        for item in dataclasses.fields(values):
+            value, default = getattr(values, item.name), getattr(defaults, item.name)
+            kind = describe_type(hints[item.name])
+            rows.append((f"{section.name}.{item.name}", kind, repr(default),
+                         repr(value) + (" *" if value != default else "")))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join(f"{row[0]:{widths[0]}}  {row[1]:{widths[1]}}  {row[2]:{widths[2]}}  "
+                     f"{row[3]}".rstrip() for row in rows) + "\n"
 
 
 def config_from_dict(values: dict[str, dict[str, Any]]) -> ExperimentConfig:

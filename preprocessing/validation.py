@@ -28,7 +28,7 @@ def check_field_types(config: Any) -> None:
         value, hint = getattr(config, field.name), hints[field.name]
         if _matches(value, hint):
             continue
-        raise TypeError(f"{type(config).__name__}.{field.name} must be {_describe(hint)}, got "
+        raise TypeError(f"{type(config).__name__}.{field.name} must be {describe_type(hint)}, got "
                         f"{value!r} ({type(value).__name__})")
 
 
@@ -54,10 +54,13 @@ def _matches(value: Any, hint: Any) -> bool:
     return isinstance(value, hint)
 
 
-def _describe(hint: Any) -> str:
+def describe_type(hint: Any) -> str:
+    """A type hint in words: "int", "one of 'a', 'b'", "tuple[float, float]", "int | None"."""
     if typing.get_origin(hint) is Literal:
         return "one of " + ", ".join(repr(option) for option in hint.__args__)
-    return getattr(hint, "__name__", str(hint))
+    if isinstance(hint, type) and not typing.get_args(hint):
+        return hint.__name__
+    return str(hint).replace("typing.", "").replace("NoneType", "None")
 
 
 def require(condition: bool, message: str) -> None:

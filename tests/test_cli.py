@@ -29,3 +29,46 @@ def test_unknown_command_fails_with_usage():
     out = subprocess.run([sys.executable, "-m", "orchestration.cli", "frobnicate"],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "invalid choice" in out.stderr
+
+
+def test_config_lists_every_key_with_type_default_and_resolved_value():
+    import dataclasses
+
+    from orchestration.experiment import ExperimentConfig
+
+    config = str(Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.toml")
+    out = subprocess.run([CTRLAUG, "config", "--config", config, "--optim.lr=0.01"],
+                         capture_output=True, text=True, check=True)
+    lines = out.stdout.splitlines()
+    keys = [line.split()[0] for line in lines[1:]]
+    expected = [f"{section.name}.{field.name}"
+                for section in dataclasses.fields(ExperimentConfig)
+                for field in dataclasses.fields(section.default_factory())]
+    assert keys == expected  # every key, in section order
+    row = {line.split()[0]: line for line in lines}
+    assert row["optim.lr"].split()[1:] == ["float", "0.001", "0.01", "*"]
+    assert row["model.width"].split()[1:] == ["int", "64", "8", "*"]  # from the file
+    assert row["loss.mi"].split()[1:] == ["bool", "True", "True"]
+    bad = subprocess.run([CTRLAUG, "config", "--model.widht=3"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip() == "ctrlaug config: unknown key model.widht"
+    help_text = subprocess.run([CTRLAUG, "pretrain", "--help"], capture_output=True, text=True,
+                               check=True).stdout
+    assert "`ctrlaug config` lists every key" in " ".join(help_text.split())
+
+
+def test_options_take_defaults_and_choices_from_the_configs():
+    from preprocessing.config import PreprocessConfig
+    from preprocessing.synth import SynthConfig
+
+    out = subprocess.run([CTRLAUG, "preprocess", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    flat = " ".join(out.split())
+    assert f"--short-side SHORT_SIDE (default {PreprocessConfig.short_side})" in flat
+    assert "--format {video,frames}" in flat and "--codec {vp9,h264}" in flat
+    synth = " ".join(subprocess.run([CTRLAUG, "synth", "--help"], capture_output=True,
+                                    text=True, check=True).stdout.split())
+    assert f"--classes CLASSES (default {SynthConfig.classes})" in synth
+    assert "--codec {h264,vp9,mpeg4,mjpeg}" in synth
+    bad = subprocess.run([CTRLAUG, "synth", "--out", "/tmp/x", "--classes", "99"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("ctrlaug synth: classes must be in 1..")
