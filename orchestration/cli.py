@@ -1,8 +1,8 @@
 """The `ctrlaug` command line: one entry point, one subcommand per job.
 
 Subcommands import their heavy dependencies lazily so `ctrlaug --help` stays fast and a
-preprocessing box never imports torch. Later issues add synth, preprocess, verify, inspect,
-preview, pretrain and evaluate (DESIGN section 7).
+preprocessing box never imports torch. Options of a config dataclass take their type, choices
+and default from it (`_option`); `ctrlaug config` prints every key of the experiment config.
 """
 
 from __future__ import annotations
