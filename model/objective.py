@@ -42,6 +42,10 @@ from model.mine import MovingAverageDVBound, StatisticsNetwork, dv_bound
 from model.projection import ProjectionHead
 from model.temporal import TemporalOrderHead
 
+MIN_VIDEOS_PER_BATCH = 2
+"""The objective contrasts videos: every worker's batch needs this many (the loader and the
+experiment config enforce it from here)."""
+
 KeyGather = Callable[[Tensor], tuple[Tensor, int]]
 """keys (B, ...) -> (keys of all M videos (M, ...), index of this caller's first video).
 Used for L_rc's keys (other workers' rows are constants) and for L_mi's views (every worker
@@ -128,8 +132,9 @@ class Objective(nn.Module):
                 seed so that they compute the same full-batch term (None: torch's global RNG).
         """
         b, k = local_maps.shape[:2]
-        if b < 2:
-            raise ValueError(f"the objective contrasts videos: need B >= 2, got B={b}")
+        if b < MIN_VIDEOS_PER_BATCH:
+            raise ValueError(f"the objective contrasts videos: need B >= "
+                             f"{MIN_VIDEOS_PER_BATCH}, got B={b}")
         with torch.autocast(local_maps.device.type, enabled=False):
             local_maps, global_maps = local_maps.float(), global_maps.float()
             local_feats = pool_features(local_maps)  # (B, K, C)

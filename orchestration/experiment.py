@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from model.config import LossConfig, ModelConfig
+from model.objective import MIN_VIDEOS_PER_BATCH
 from pipeline.config import AugmentConfig
 from preprocessing.validation import check_field_types, describe_type, require
 
@@ -28,7 +29,8 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class DataConfig:
     """shards: the pretraining shard folder; split: keep only this split (None: all rows).
-    batch_size: global, split across workers. backend: "dali" or "reference" (PyAV).
+    batch_size: global, split across workers (each needs model.objective.MIN_VIDEOS_PER_BATCH,
+    checked by ExperimentConfig). backend: "dali" or "reference" (PyAV).
     shuffle_memory_mb: payload memory per worker for the epoch shuffle: the training order
     permutes the rows of windows of row groups this large (pipeline/shard_reader.py); a budget
     that holds a worker's share of the dataset gives a uniform permutation."""
@@ -43,7 +45,6 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        require(self.batch_size >= 2, "batch_size must be >= 2 (contrastive negatives)")
         require(self.shuffle_memory_mb >= 1, "shuffle_memory_mb must be >= 1")
         require(self.prefetch >= 1 and self.num_threads >= 1,
                 "prefetch and num_threads must be >= 1")
@@ -120,9 +121,9 @@ class ExperimentConfig:
         require(self.model.num_clips == self.augment.num_clips,
                 f"model.num_clips ({self.model.num_clips}) and augment.num_clips "
                 f"({self.augment.num_clips}) must match")
-        require(self.data.batch_size >= self.run.workers * 2,
-                f"data.batch_size {self.data.batch_size} gives workers fewer than 2 videos "
-                f"each (run.workers = {self.run.workers})")
+        require(self.data.batch_size >= self.run.workers * MIN_VIDEOS_PER_BATCH,
+                f"data.batch_size {self.data.batch_size} gives workers fewer than "
+                f"{MIN_VIDEOS_PER_BATCH} videos each (run.workers = {self.run.workers})")
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {section.name: dataclasses.asdict(getattr(self, section.name))

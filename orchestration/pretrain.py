@@ -86,7 +86,7 @@ def pretrain_loop(config: ExperimentConfig, run_id: str, tracking_uri: str,
         network = network.to(memory_format=torch.channels_last_3d)
     network = runtime.prepare(network)
 
-    per_worker = max(2, config.data.batch_size // world)
+    per_worker = config.data.batch_size // world  # >= MIN_VIDEOS_PER_BATCH (ExperimentConfig)
     loader = build_pretrain_loader(
         config.data.shards, per_worker, device="gpu" if config.run.gpu else "cpu", rank=rank,
         world_size=world, seed=config.run.seed, epoch=state.epoch, config=config.augment,

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from model.objective import MIN_VIDEOS_PER_BATCH
 from pipeline.config import AugmentConfig
 from pipeline.packing import pack_view_params
 from pipeline.reference import render_sample
@@ -343,10 +344,9 @@ def build_pretrain_loader(shards: Path | str, batch_size: int, device: str = "cp
         return PretrainBatch(frames[:, 0], frames[:, 1:], device_views.map(lambda f: f[:, 0]),
                              device_views.map(lambda f: f[:, 1:]), video_id, label, index)
 
-    # Contrastive pretraining needs two videos per batch on every worker.
     return VideoLoader(dataset, sample, assemble, config.views_per_video, batch_size, config,
                        device=device, rank=rank, world_size=world_size, seed=seed, epoch=epoch,
-                       min_batch=2, **options)
+                       min_batch=MIN_VIDEOS_PER_BATCH, **options)
 
 
 def _clip_assemble(frames, views, data, rows) -> ClipBatch:
