@@ -196,9 +196,11 @@ run = next(r for r in runs if r.data.tags.get("ctrlaug.job") == "docker-test")
 assert run.info.status == "FINISHED", run.info.status
 assert "loss_rc" in run.data.metrics, sorted(run.data.metrics)
 artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
-assert {"config.json", "encoder"} <= artifacts, artifacts
+assert {"config.json", "checkpoints"} <= artifacts, artifacts
+assert run.outputs.model_outputs, "no LoggedModel"  # the encoder
 import os
-assert run.data.tags["git_commit"] == os.environ["EXPECTED_COMMIT"], run.data.tags["git_commit"]
+commit = run.data.tags["mlflow.source.git.commit"]
+assert commit == os.environ["EXPECTED_COMMIT"], commit
 print("MLflow run", run.info.run_id, run.info.status, "loss", run.data.metrics["loss"],
       "artifacts", sorted(artifacts))
 EOF

@@ -154,9 +154,10 @@ def _read_results(path: Path) -> dict[str, dict]:
 def _parent_run(uri: str, out: Path, table: int) -> str:
     from mlflow.tracking import MlflowClient
 
+    from orchestration.tracking import experiment_id
+
     client = MlflowClient(uri)
-    found = client.get_experiment_by_name(EXPERIMENT)
-    experiment = found.experiment_id if found else client.create_experiment(EXPERIMENT)
+    experiment = experiment_id(client, EXPERIMENT)
     tag = f"{out.resolve()}:table{table}"
     runs = client.search_runs([experiment], filter_string=f"tags.`ctrlaug.ablation` = '{tag}'",
                               max_results=1)
@@ -174,12 +175,12 @@ def _encoder_after(row: Row, config: ExperimentConfig, seed: int, train: Path, t
 
     if row.kind == "pretrain":
         metrics = run_pretraining(config, tags={"mlflow.parentRunId": parent})
-        encoder, _ = encoder_from(Path(metrics["checkpoint"]))
+        encoder, _ = encoder_from(metrics["checkpoint"])
         return encoder, metrics["mlflow_run_id"]
     torch.manual_seed(seed)
     encoder = R3D18(config.model.width, config.model.global_unstrided_stages)
     if config.run.init_encoder:
-        encoder.load_state_dict(encoder_state(Path(config.run.init_encoder)))
+        encoder.load_state_dict(encoder_state(config.run.init_encoder))
     if row.kind == "random":
         return encoder, parent
     finetune = FinetuneConfig(epochs=config.optim.epochs, lr=config.optim.lr,
@@ -264,7 +265,7 @@ def run_ablation(config_path: Path, overrides: list[str], table: int, seeds: int
         log(f"synthetic motion benchmark in {out / 'data'}")
         train, test = build_motion_benchmark(out / "data", benchmark or MotionBenchmark(),
                                              log=log)
-    classes = layout.read_manifest(Path(train))["classes"]
+    classes = layout.read_manifest(train)["classes"]
     uri = resolve_tracking_uri(base.run.tracking_uri, str(storage))
     check_reachable(uri)
     parent = _parent_run(uri, out, table)
@@ -288,10 +289,10 @@ def run_ablation(config_path: Path, overrides: list[str], table: int, seeds: int
             f"{format_seconds((time.perf_counter() - started) / ran * (todo - ran))} left"
         log(f"[{number}/{len(jobs)}] {label}, seed {seed}{eta}")
         row_started = time.perf_counter()
-        encoder, nest_under = _encoder_after(row, config, seed, Path(train), Path(test),
+        encoder, nest_under = _encoder_after(row, config, seed, train, test,
                                              parent, len(classes))
         scores = run_evaluation(
-            ["linear", "retrieval"], encoder, Path(train), Path(test), uri, nest_under,
+            ["linear", "retrieval"], encoder, train, test, uri, nest_under,
             storage / "feature-cache", name=f"{label} seed {seed}", backend=config.data.backend,
             augment=config.augment, experiment_name=EXPERIMENT,
             tags={"ctrlaug.ablation_row": label, "ctrlaug.seed": str(seed)})

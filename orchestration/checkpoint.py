@@ -22,6 +22,7 @@ wrote it). Everything loads with weights_only=True; `encoder_from` builds the R3
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from model.encoder import R3D18
+from preprocessing.storage import Folder, is_uri
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FINETUNE_FILE = "finetune.pt"
@@ -43,9 +45,27 @@ class TrainState:
     batch_in_epoch: int = 0
 
 
-def load_checkpoint(path: Path) -> dict:
-    """A training checkpoint, loaded with weights_only=True."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+def _parent_and_name(location: str | Path | Folder) -> tuple[Folder, str]:
+    folder = Folder(location)
+    parent = Folder(folder.uri.rsplit("/", 1)[0] if "/" in folder.uri else ".")
+    return parent, folder.name
+
+
+def load_checkpoint(location: str | Path | Folder) -> dict:
+    """A training checkpoint (a path or an object-store URI), loaded with weights_only=True."""
+    if not isinstance(location, Folder) and not is_uri(location):
+        return torch.load(location, map_location="cpu", weights_only=True)
+    parent, name = _parent_and_name(location)
+    return torch.load(io.BytesIO(parent.read_bytes(name)), map_location="cpu",
+                      weights_only=True)
+
+
+def save_checkpoint(location: str | Path | Folder, checkpoint: dict) -> None:
+    """Write a checkpoint atomically (a path or an object-store URI)."""
+    parent, name = _parent_and_name(location)
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    parent.write_bytes(name, buffer.getvalue())
 
 
 def pretraining_checkpoint(network: nn.Module, optimizer: torch.optim.Optimizer,

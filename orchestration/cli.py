@@ -159,12 +159,13 @@ def _preprocess(args: argparse.Namespace) -> int:
     else:
         executor = local_executor(args.workers)
     try:
-        manifest = run_preprocess(listing, config, args.out, executor, overwrite=args.overwrite)
-    except PlanMismatch as error:
+        manifest = run_preprocess(listing, config, args.out, executor, overwrite=args.overwrite,
+                                  task_videos=args.task_videos)
+    except (PlanMismatch, ValueError) as error:
         print(f"ctrlaug preprocess: {error}", file=sys.stderr)
         return 2
     print(f"{args.out}: {manifest['num_videos']} videos in {len(manifest['shards'])} shards, "
-          f"{manifest['num_rejected']} rejected (see {args.out / manifest['rejected_file']})")
+          f"{manifest['num_rejected']} rejected (see {args.out}/{manifest['rejected_file']})")
     return 0
 
 
@@ -208,6 +209,7 @@ def _preview(args: argparse.Namespace) -> int:
 
 def _add_data_commands(commands) -> None:
     from preprocessing.config import PreprocessConfig
+    from preprocessing.job import DEFAULT_TASK_VIDEOS
     from preprocessing.synth import SynthConfig
 
     synth = commands.add_parser("synth", help="write a synthetic motion-class video dataset")
@@ -227,7 +229,8 @@ def _add_data_commands(commands) -> None:
                                      "default train)")
     pre.add_argument("--fold", type=int, default=1, choices=[1, 2, 3],
                      help="UCF-101 / HMDB-51 split files to use (default 1)")
-    pre.add_argument("--out", type=Path, required=True, help="shard folder to write")
+    pre.add_argument("--out", required=True, help="shard folder to write (path or s3:// / "
+                                                  "gs:// URI)")
     option_help = {
         "payload": "one encoded video per row, or one JPEG per frame",
         "crf": "constant quality (None: 32 for vp9, 23 for h264)",
@@ -239,7 +242,10 @@ def _add_data_commands(commands) -> None:
                 else None, option_help.get(field.name, ""))
     pre.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                      help="local worker processes (default: all cores)")
-    pre.add_argument("--ray", action="store_true", help="run the shards as Ray tasks")
+    pre.add_argument("--task-videos", type=int, default=DEFAULT_TASK_VIDEOS,
+                     help="videos per unit of work (a task), independent of the shard size "
+                          f"(default {DEFAULT_TASK_VIDEOS})")
+    pre.add_argument("--ray", action="store_true", help="run the pieces as Ray tasks")
     pre.add_argument("--ray-address", help="address of a running Ray cluster (implies --ray)")
     pre.add_argument("--overwrite", action="store_true",
                      help="replace shards of a different plan in --out")
@@ -247,22 +253,22 @@ def _add_data_commands(commands) -> None:
 
     verify = commands.add_parser("verify", help="check shards: checksums, schema, counts, "
                                                 "decodability of a sample")
-    verify.add_argument("shards", type=Path)
+    verify.add_argument("shards", help="shard folder (path or URI)")
     verify.add_argument("--sample", type=int, default=8, help="rows to decode (default 8)")
     verify.set_defaults(handler=_verify)
 
     inspect = commands.add_parser("inspect", help="summarise a shard folder")
-    inspect.add_argument("shards", type=Path)
+    inspect.add_argument("shards", help="shard folder (path or URI)")
     inspect.set_defaults(handler=_inspect)
 
     evaluate = commands.add_parser("evaluate", help="linear probe and retrieval of a "
                                                     "pretrained encoder, tracked in MLflow")
     evaluate.add_argument("--protocol", default="linear,retrieval",
                           help="comma-separated: linear, retrieval, finetune")
-    evaluate.add_argument("--checkpoint", type=Path, help="a pretraining checkpoint.pt")
+    evaluate.add_argument("--checkpoint", help="a pretraining checkpoint.pt (path or URI)")
     evaluate.add_argument("--model-uri", help="an MLflow model URI, e.g. runs:/ID/encoder")
-    evaluate.add_argument("--train", type=Path, required=True, help="train shard folder")
-    evaluate.add_argument("--test", type=Path, required=True, help="test shard folder")
+    evaluate.add_argument("--train", required=True, help="train shard folder (path or URI)")
+    evaluate.add_argument("--test", required=True, help="test shard folder (path or URI)")
     evaluate.add_argument("--tracking-uri", help="MLflow server (default: SQLite in "
                                                  "--storage-path)")
     evaluate.add_argument("--storage-path", type=Path, default=Path("runs"))
@@ -277,7 +283,7 @@ def _add_data_commands(commands) -> None:
 
     preview = commands.add_parser("preview", help="draw one video's views, boxes, time spans "
                                                   "and S_k heat maps")
-    preview.add_argument("shards", type=Path)
+    preview.add_argument("shards", help="shard folder (path or URI)")
     preview.add_argument("--out", type=Path, required=True, help="PNG file to write")
     preview.add_argument("--index", type=int, default=0, help="which video of the first batch")
     preview.add_argument("--seed", type=int, default=0)
@@ -325,9 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--seeds", type=int, default=3, help="seeds per row (default 3)")
     ablate.add_argument("--out", type=Path, default=Path("ablation"),
                         help="results, tables and job folders (rerun to resume)")
-    ablate.add_argument("--train", type=Path, help="train shards (default: the synthetic "
+    ablate.add_argument("--train", help="train shards (default: the synthetic "
                                                    "motion benchmark, built under OUT/data)")
-    ablate.add_argument("--test", type=Path, help="held-out test shards (with --train)")
+    ablate.add_argument("--test", help="held-out test shards (with --train)")
     ablate.add_argument("--rows", help="only these rows, separated by ';' (names as in the "
                                        "table, e.g. 'L_nce;L_rc + L_mi + L_td')")
     ablate.set_defaults(handler=_ablate)

@@ -25,7 +25,7 @@ a few queries and their nearest neighbours.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,7 @@ from orchestration.preview import frames_to_uint8
 from pipeline import build_eval_loader
 from pipeline.config import AugmentConfig
 from preprocessing import shards as layout
+from preprocessing.storage import Folder
 
 
 @dataclass
@@ -87,7 +88,7 @@ def cached_features(encoder: R3D18, shards: Path, cache: Path, clips: int = 10,
     digest = hashlib.sha256()
     for tensor in encoder.state_dict().values():
         digest.update(tensor.cpu().numpy().tobytes())
-    digest.update(layout.manifest_bytes(Path(shards)))
+    digest.update(layout.manifest_bytes(shards))
     digest.update(str((clips, augment.clip_frames, augment.size, augment.clip_extent,
                        augment.frame_stride)).encode())
     path = cache / f"features-{digest.hexdigest()[:16]}.pt"
@@ -179,10 +180,11 @@ def load_encoder(checkpoint: Path | None, model_uri: str | None, tracking_uri: s
     pretraining checkpoint file or an MLflow model URI (runs:/ID/encoder, ...; the views then
     come from the run's config.json, or are the defaults when the URI names no run)."""
     if checkpoint is not None:
-        if not Path(checkpoint).is_file():
+        where = Folder(checkpoint)
+        if not Folder(where.uri.rsplit("/", 1)[0]).is_file(where.name):
             raise ValueError(f"checkpoint {checkpoint} not found")
-        encoder, run_id = encoder_from(Path(checkpoint))
-        config = load_checkpoint(Path(checkpoint)).get("config")
+        encoder, run_id = encoder_from(checkpoint)
+        config = load_checkpoint(checkpoint).get("config")
         return encoder, run_id, _augment_of(config) if config else AugmentConfig()
     import mlflow.artifacts
     import mlflow.pytorch
@@ -217,27 +219,42 @@ def run_evaluation(protocols: list[str], encoder: R3D18, train_shards: Path, tes
     augment: the view settings of the pretraining (clip length, size, clip extent).
     Finetuning runs on Ray Train with `finetune` (defaults when None); its Ray job folder is
     kept beside `cache`."""
+    from mlflow.entities import Param
     from mlflow.tracking import MlflowClient
 
-    from orchestration.tracking import check_reachable
+    from orchestration.tracking import (
+        check_reachable,
+        experiment_id,
+        log_shards_input,
+        source_tags,
+    )
 
     unknown = sorted(set(protocols) - {"linear", "retrieval", "finetune"})
     if unknown:
         raise ValueError(f"unknown protocol(s) {unknown}; choose linear, retrieval, finetune")
     check_reachable(tracking_uri)
-    classes = layout.read_manifest(Path(train_shards))["classes"]
+    classes = layout.read_manifest(train_shards)["classes"]
     train = cached_features(encoder, train_shards, cache, backend=backend, augment=augment)
     test = cached_features(encoder, test_shards, cache, backend=backend, augment=augment)
     results: dict = {}
     client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(experiment_name)
-    experiment = found.experiment_id if found else client.create_experiment(experiment_name)
+    experiment = experiment_id(client, experiment_name)
     tags = {"ctrlaug.train_shards": str(train_shards), "ctrlaug.test_shards": str(test_shards),
             **(tags or {})}
     if pretrain_run:
         tags |= {"ctrlaug.pretrain_run": pretrain_run, "mlflow.parentRunId": pretrain_run}
-    run = client.create_run(experiment, run_name=name, tags=tags)
+    run = client.create_run(experiment, run_name=name, tags={**source_tags(), **tags})
     run_id = run.info.run_id
+    augment = augment or AugmentConfig()
+    params = {"protocols": ",".join(protocols), "clips": 10, "backend": backend,
+              "clip_frames": augment.clip_frames, "size": augment.size,
+              "clip_extent": augment.clip_extent, "frame_stride": augment.frame_stride,
+              "encoder_width": encoder.width,
+              **({f"finetune.{k}": v for k, v in asdict(finetune).items()}
+                 if finetune and "finetune" in protocols else {})}
+    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    log_shards_input(client, run_id, str(train_shards), "train")
+    log_shards_input(client, run_id, str(test_shards), "test")
     status = "FAILED"  # unless every protocol finishes; what finished is logged either way
     try:
         if "linear" in protocols:

@@ -11,6 +11,7 @@ and after the last epoch, reports both, and logs them to the evaluation's MLflow
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -22,9 +23,10 @@ from torch import nn
 from model.encoder import R3D18, pool_features
 from model.evaluation import average_clip_softmax, top_k_accuracy
 from orchestration.checkpoint import FINETUNE_FILE, finetuning_checkpoint
-from orchestration.runtime import LocalRuntime, RayRuntime
+from orchestration.runtime import LocalRuntime, RayRuntime, connect_ray
 from pipeline import build_eval_loader, build_supervised_loader
 from pipeline.config import AugmentConfig
+from preprocessing.progress import format_seconds
 from preprocessing.validation import check_field_types, require
 
 
@@ -109,6 +111,7 @@ def finetune_loop(loop_config: dict, runtime: LocalRuntime | RayRuntime) -> None
     loader = build_supervised_loader(loop_config["train"], max(1, config.batch_size // world),
                                      rank=rank, world_size=world, seed=config.seed,
                                      backend=config.backend, config=augment)
+    started = time.perf_counter()
     for epoch in range(start, config.epochs):
         loader.set_epoch(epoch)
         total, correct, seen = 0.0, 0, 0
@@ -132,6 +135,12 @@ def finetune_loop(loop_config: dict, runtime: LocalRuntime | RayRuntime) -> None
         checkpoint = finetuning_checkpoint(plain, optimizer, scheduler, epoch + 1, initial,
                                            encoder) if rank == 0 else None
         runtime.report(metrics, checkpoint)
+        if rank == 0:
+            per_epoch = (time.perf_counter() - started) / (epoch + 1 - start)
+            eta = per_epoch * (config.epochs - epoch - 1)
+            print(f"finetune epoch {epoch + 1}/{config.epochs}  loss {metrics['train_loss']:.4f}"
+                  f"  train accuracy {metrics['train_accuracy']:.3f}  ETA {format_seconds(eta)}",
+                  flush=True)
 
 
 def finetune_worker(loop_config: dict) -> None:
@@ -163,12 +172,10 @@ def run_finetune(encoder: R3D18, num_classes: int, train_shards: Path, test_shar
 
 def _fit_on_ray(loop_config: dict, config: FinetuneConfig, name: str, storage_path: Path
                 ) -> dict:
-    import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False)
+    connect_ray()
     trainer = TorchTrainer(
         finetune_worker, train_loop_config=loop_config,
         torch_config=TorchConfig(backend="gloo"),

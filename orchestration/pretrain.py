@@ -38,35 +38,36 @@ from orchestration.checkpoint import (
 )
 from orchestration.distributed import gather_keys_with_grad, gather_views_with_grad
 from orchestration.experiment import ExperimentConfig, config_from_dict
-from orchestration.runtime import LocalRuntime, RayRuntime
+from orchestration.runtime import LocalRuntime, RayRuntime, connect_ray
 from orchestration.train_step import NonFiniteLoss, training_step, unwrap
 from pipeline import build_pretrain_loader
 from preprocessing.progress import format_seconds
+from preprocessing.storage import Folder
 
 NONFINITE_FILE = "nonfinite.txt"
 INJECTED_FILE = ".injected-failure"
 
 
-def job_folder(config: ExperimentConfig) -> Path:
-    return Path(config.run.storage_path).resolve() / config.run.name
+def job_folder(config: ExperimentConfig) -> Folder:
+    """The job's folder: run.storage_path (a path or an object-store URI) / run.name."""
+    return Folder(config.run.storage_path) / config.run.name
 
 
 def _maybe_inject_failure(config: ExperimentConfig, step: int, rank: int, world: int) -> None:
     """Fault drill: one worker raises once at run.fail_at_step (a marker keeps it to once)."""
     if step != config.run.fail_at_step or rank != min(1, world - 1):
         return
-    marker = job_folder(config) / INJECTED_FILE
-    if marker.exists():
+    folder = job_folder(config)
+    if folder.exists(INJECTED_FILE):
         return
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(f"failure injected at step {step}\n")
+    folder.write_text(INJECTED_FILE, f"failure injected at step {step}\n")
     raise RuntimeError(f"injected failure at step {step} (run.fail_at_step)")
 
 
 def pretrain_loop(config: ExperimentConfig, run_id: str, tracking_uri: str,
                   runtime: LocalRuntime | RayRuntime) -> None:
-    """Epochs of `training_step` from wherever the job stands (see the module docstring)."""
-    from orchestration.preview import render_preview
+    """Epochs of `training_step` from wherever the job stands (see the module docstring);
+    rank 0 samples system metrics into the run meanwhile."""
     from orchestration.tracking import RunLogger
 
     rank, world, device = runtime.rank, runtime.world, runtime.device
@@ -79,7 +80,7 @@ def pretrain_loop(config: ExperimentConfig, run_id: str, tracking_uri: str,
     state = TrainState()
     saved = runtime.restore()
     if saved is None and config.run.init_encoder:
-        network.encoder.load_state_dict(encoder_state(Path(config.run.init_encoder)))
+        network.encoder.load_state_dict(encoder_state(config.run.init_encoder))
     if saved is not None:
         state = restore_pretraining(saved, network, optimizer, scheduler)
     if config.run.gpu:
@@ -99,6 +100,22 @@ def pretrain_loop(config: ExperimentConfig, run_id: str, tracking_uri: str,
     if logger is not None and state.step == 0:
         logger.params_once(config.flat())
         logger.json(config.to_dict(), "config.json")
+    monitor = logger.system_metrics().start() if logger is not None else None
+    try:
+        _train_epochs(config, run_id, runtime, network, optimizer, scheduler, state, loader,
+                      grids, logger)
+    finally:
+        if monitor is not None:
+            monitor.stop()
+
+
+def _train_epochs(config: ExperimentConfig, run_id: str, runtime: LocalRuntime | RayRuntime,
+                  network: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler,
+                  state: TrainState, loader, grids, logger) -> None:
+    """The epochs left, then (rank 0) the final checkpoint and encoder in MLflow."""
+    from orchestration.preview import render_preview
+
+    rank, world = runtime.rank, runtime.world
     started, epochs_run = time.perf_counter(), 0
     steps_per_epoch = len(loader)
 
@@ -147,19 +164,19 @@ def pretrain_loop(config: ExperimentConfig, run_id: str, tracking_uri: str,
             report({**last, "epoch": epoch + 1, "step": state.step})
     except NonFiniteLoss as error:
         if rank == 0:
-            (job_folder(config) / NONFINITE_FILE).write_text(str(error) + "\n")
+            job_folder(config).write_text(NONFINITE_FILE, str(error) + "\n")
             if logger is not None:
                 logger.tag("ctrlaug.stopped", str(error))
         return
     # The final checkpoint and encoder, once: a rerun of a finished job does not log them again.
     if logger is not None and state.epoch == config.optim.epochs and \
-            (epochs_run > 0 or not logger.has_artifact("encoder")):
+            (epochs_run > 0 or not logger.has_model()):
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / CHECKPOINT_FILE
             torch.save(pretraining_checkpoint(unwrap(network), optimizer, scheduler, state,
                                               config.to_dict(), run_id), path)
             logger.file(path, "checkpoints")
-        logger.model(copy.deepcopy(unwrap(network).encoder).cpu(), "encoder")
+        logger.model(copy.deepcopy(unwrap(network).encoder).cpu(), "encoder", state.step)
 
 
 def pretrain_worker(loop_config: dict) -> None:
@@ -183,9 +200,7 @@ def run_pretraining(config: ExperimentConfig, tags: dict[str, str] | None = None
     from orchestration.tracking import (
         RunLogger,
         check_reachable,
-        git_commit,
         job_run,
-        manifest_hash,
         resolve_tracking_uri,
     )
     from pipeline.shard_reader import ShardDataset
@@ -198,13 +213,10 @@ def run_pretraining(config: ExperimentConfig, tags: dict[str, str] | None = None
                          f"of {config.data.batch_size}")
     uri = resolve_tracking_uri(config.run.tracking_uri, config.run.storage_path)
     check_reachable(uri)
-    run_id = job_run(uri, config.run.experiment, config.run.name,
-                     {"git_commit": git_commit(),
-                      "shards_manifest_sha256": manifest_hash(config.data.shards),
-                      "shards": str(Path(config.data.shards).resolve()), **(tags or {})})
+    run_id = job_run(uri, config.run.experiment, config.run.name, tags or {},
+                     shards=config.data.shards)
     folder = job_folder(config)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / NONFINITE_FILE).unlink(missing_ok=True)
+    folder.delete(NONFINITE_FILE)
     logger = RunLogger(uri, run_id)
     try:
         if config.run.ray:
@@ -214,10 +226,9 @@ def run_pretraining(config: ExperimentConfig, tags: dict[str, str] | None = None
     except Exception:
         logger.finish("FAILED")
         raise
-    stopped = folder / NONFINITE_FILE
-    if stopped.exists():
+    if folder.exists(NONFINITE_FILE):
         logger.finish("FAILED")
-        raise NonFiniteLoss(stopped.read_text().strip())
+        raise NonFiniteLoss(folder.read_text(NONFINITE_FILE).strip())
     logger.finish("FINISHED")
     metrics.update(mlflow_run_id=run_id, tracking_uri=uri,
                    checkpoint=str(checkpoint) if checkpoint else None)
@@ -226,13 +237,11 @@ def run_pretraining(config: ExperimentConfig, tags: dict[str, str] | None = None
     return metrics
 
 
-def _fit_on_ray(config: ExperimentConfig, run_id: str, uri: str) -> tuple[dict, Path | None]:
-    import ray
+def _fit_on_ray(config: ExperimentConfig, run_id: str, uri: str) -> tuple[dict, str | None]:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    if not ray.is_initialized():
-        ray.init(log_to_driver=True, include_dashboard=False)
+    connect_ray(log_to_driver=True)
     trainer = TorchTrainer(
         pretrain_worker,
         train_loop_config={"config": config.to_dict(), "mlflow_run_id": run_id,
@@ -240,17 +249,22 @@ def _fit_on_ray(config: ExperimentConfig, run_id: str, uri: str) -> tuple[dict, 
         torch_config=TorchConfig(backend="nccl" if config.run.gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=config.run.workers, use_gpu=config.run.gpu),
         run_config=RunConfig(
-            name=config.run.name, storage_path=str(Path(config.run.storage_path).resolve()),
+            name=config.run.name, storage_path=Folder(config.run.storage_path).uri,
             failure_config=FailureConfig(max_failures=config.run.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2)))
     result = trainer.fit()
     checkpoint = result.checkpoint
-    return (dict(result.metrics or {}),
-            Path(checkpoint.path) / CHECKPOINT_FILE if checkpoint is not None else None)
+    if checkpoint is None:
+        return dict(result.metrics or {}), None
+    # Ray gives the checkpoint's path inside the storage's file system: put the scheme back.
+    storage = Folder(config.run.storage_path)
+    where = checkpoint.path if storage.is_local else \
+        f"{storage.uri.split('://')[0]}://{checkpoint.path}"
+    return dict(result.metrics or {}), f"{where}/{CHECKPOINT_FILE}"
 
 
-def _fit_in_process(config: ExperimentConfig, run_id: str, uri: str, folder: Path
-                    ) -> tuple[dict, Path | None]:
+def _fit_in_process(config: ExperimentConfig, run_id: str, uri: str, folder: Folder
+                    ) -> tuple[dict, str | None]:
     device = torch.device("cuda", 0) if config.run.gpu else torch.device("cpu")
     runtime = LocalRuntime(folder, device)
     for attempt in range(config.run.max_failures + 1):
@@ -265,5 +279,5 @@ def _fit_in_process(config: ExperimentConfig, run_id: str, uri: str, folder: Pat
             print(f"pretraining {config.run.name}: {type(error).__name__}: {error}; restarting "
                   f"from the last checkpoint ({attempt + 1} of {config.run.max_failures})",
                   file=sys.stderr, flush=True)
-    checkpoint = runtime.checkpoint_path
-    return runtime.last_metrics, checkpoint if checkpoint.is_file() else None
+    saved = folder.is_file(runtime.file)
+    return runtime.last_metrics, (folder / runtime.file).uri if saved else None

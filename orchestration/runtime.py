@@ -12,13 +12,44 @@ Ray is imported only inside RayRuntime, so the in-process path needs no cluster.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
 import torch
 
-from orchestration.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from orchestration.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from orchestration.distributed import any_rank
+from preprocessing.storage import Folder
+
+# Credentials and endpoints the workers need to reach the tracking server and object stores;
+# forwarded from the driver's environment (on a remote cluster the workers do not inherit it).
+FORWARDED_ENV = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                 "MLFLOW_TRACKING_INSECURE_TLS", "MLFLOW_TRACKING_SERVER_CERT_PATH",
+                 "MLFLOW_TRACKING_CLIENT_CERT_PATH", "MLFLOW_S3_ENDPOINT_URL",
+                 "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ENDPOINT_URL",
+                 "GOOGLE_APPLICATION_CREDENTIALS")
+
+
+def forwarded_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The FORWARDED_ENV variables set in `environ` (default: this process's environment)."""
+    environ = os.environ if environ is None else environ
+    return {name: environ[name] for name in FORWARDED_ENV if name in environ}
+
+
+def connect_ray(address: str | None = None, **options) -> bool:
+    """Start or join Ray (address None: $RAY_ADDRESS if set, else a local instance) with the
+    credentials of FORWARDED_ENV in the job's runtime environment; returns whether this call
+    connected (False when Ray was already initialised by the caller, whose runtime environment
+    then applies)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    ray.init(address=address, include_dashboard=False,
+             runtime_env={"env_vars": forwarded_env()}, **options)
+    return True
 
 
 class LocalRuntime:
@@ -31,18 +62,15 @@ class LocalRuntime:
 
     rank, world = 0, 1
 
-    def __init__(self, folder: Path, device: torch.device, file: str = CHECKPOINT_FILE) -> None:
-        self.folder, self.device, self.file = folder, device, file
+    def __init__(self, folder: str | Path | Folder, device: torch.device,
+                 file: str = CHECKPOINT_FILE) -> None:
+        self.folder, self.device, self.file = Folder(folder), device, file
         self.last_metrics: dict = {}
 
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.folder / self.file
-
     def restore(self) -> dict | None:
-        if not self.checkpoint_path.is_file():
+        if not self.folder.is_file(self.file):
             return None
-        saved = load_checkpoint(self.checkpoint_path)
+        saved = load_checkpoint(self.folder / self.file)
         self.last_metrics = saved.get("reported_metrics", {})
         return saved
 
@@ -52,10 +80,7 @@ class LocalRuntime:
     def report(self, metrics: dict, checkpoint: dict | None) -> None:
         self.last_metrics = metrics
         if checkpoint is not None:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            partial = self.checkpoint_path.with_suffix(".partial")
-            torch.save({**checkpoint, "reported_metrics": metrics}, partial)
-            partial.replace(self.checkpoint_path)
+            save_checkpoint(self.folder / self.file, {**checkpoint, "reported_metrics": metrics})
 
     def agree(self, flag: bool) -> bool:
         return flag

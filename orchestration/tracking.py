@@ -11,6 +11,7 @@ logging to the same run.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import tempfile
@@ -24,6 +25,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from preprocessing import shards as layout
+from preprocessing.storage import Folder, is_uri
 
 JOB_TAG = "ctrlaug.job"
 
@@ -38,6 +40,10 @@ def resolve_tracking_uri(tracking_uri: str, storage_path: str) -> str:
         return tracking_uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
+    if is_uri(storage_path):
+        raise ValueError(f"run.storage_path {storage_path} is an object store: give "
+                         f"run.tracking_uri (an MLflow server) or set MLFLOW_TRACKING_URI (the "
+                         f"default SQLite store needs a local folder)")
     folder = Path(storage_path).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / 'mlflow.db'}"
@@ -87,20 +93,71 @@ def git_commit() -> str:
 
 
 def manifest_hash(shards: str) -> str:
-    return hashlib.sha256(layout.manifest_bytes(Path(shards))).hexdigest()
+    return hashlib.sha256(layout.manifest_bytes(shards)).hexdigest()
 
 
-def job_run(uri: str, experiment: str, job: str, tags: dict[str, str]) -> str:
-    """The MLflow run id of this job: the existing one (tagged with the job name) or a new one."""
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: beside a SQLite store (STORE_DIR/artifacts),
+    so that nothing lands in the current directory (MLflow's default, ./mlruns); None for a
+    tracking server, which stores or proxies artifacts itself."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+
+
+def experiment_id(client: MlflowClient, name: str) -> str:
+    """The id of the experiment `name`, created (artifacts beside its store) if missing."""
+    found = client.get_experiment_by_name(name)
+    if found:
+        return found.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location(
+        client.tracking_uri))
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's own source tags: the code's git commit, the program, the kind of source."""
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE
+
+    return {MLFLOW_GIT_COMMIT: git_commit(), MLFLOW_SOURCE_NAME: "ctrlaug",
+            MLFLOW_SOURCE_TYPE: "JOB"}
+
+
+def job_run(uri: str, experiment: str, job: str, tags: dict[str, str],
+            shards: str | None = None) -> str:
+    """The MLflow run id of this job: the existing one (tagged with the job name) or a new one,
+    with the source tags and, given `shards`, the shard folder as the run's training dataset."""
     client = MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`{JOB_TAG}` = '{job}'",
+    experiment_id_ = experiment_id(client, experiment)
+    runs = client.search_runs([experiment_id_], filter_string=f"tags.`{JOB_TAG}` = '{job}'",
                               max_results=1)
     if runs:
         return runs[0].info.run_id
-    run = client.create_run(experiment_id, run_name=job, tags={JOB_TAG: job, **tags})
+    run = client.create_run(experiment_id_, run_name=job,
+                            tags={JOB_TAG: job, **source_tags(), **tags})
+    if shards is not None:
+        log_shards_input(client, run.info.run_id, shards, "training")
     return run.info.run_id
+
+
+def log_shards_input(client: MlflowClient, run_id: str, shards: str, context: str) -> None:
+    """Record a shard folder as a dataset input of the run: the digest is the start of its
+    manifest's sha256 (MLflow keeps 36 characters; the whole hash is in the source), the folder
+    the source, the videos per split and the classes its profile."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    folder = Folder(shards)
+    manifest = layout.read_manifest(folder)
+    digest = manifest_hash(shards)
+    dataset = Dataset(name=folder.name, digest=digest[:32],
+                      source_type="local" if folder.is_local else folder.uri.split(":")[0],
+                      source=json.dumps({"uri": folder.uri,
+                                         "manifest_sha256": digest}),
+                      profile=json.dumps({"videos": manifest["num_videos"],
+                                          "splits": manifest["splits"],
+                                          "classes": len(manifest["classes"]),
+                                          "payload": manifest["payload_format"]}))
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset, [
+        InputTag("mlflow.data.context", context)])])
 
 
 class RunLogger:
@@ -131,24 +188,67 @@ class RunLogger:
     def file(self, path: Path, folder: str) -> None:
         self.client.log_artifact(self.run_id, str(path), folder)
 
-    def has_artifact(self, path: str) -> bool:
-        return any(a.path == path for a in self.client.list_artifacts(self.run_id))
+    def has_model(self) -> bool:
+        """Whether the run has produced a LoggedModel already."""
+        return bool(self.client.get_run(self.run_id).outputs.model_outputs)
 
     def tag(self, key: str, value: str) -> None:
         self.client.set_tag(self.run_id, key, value)
 
-    def model(self, module, name: str) -> None:
-        """Log a torch module as an MLflow PyTorch model under the run's artifacts."""
+    def model(self, module, name: str, step: int = 0) -> str:
+        """Log a torch module as an MLflow LoggedModel produced by this run (a model registry
+        can take it: models:/<id>; runs:/<run id>/<name> finds it too); returns its id."""
         import mlflow.pytorch
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
 
-        with fluent_tracking_uri(self.client.tracking_uri), \
-                tempfile.TemporaryDirectory() as folder:
+        run = self.client.get_run(self.run_id)
+        logged = self.client.create_logged_model(
+            experiment_id=run.info.experiment_id, name=name, source_run_id=self.run_id)
+        with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / name
             # Pickled module (its class is importable from this package); requirements stated
             # rather than inferred, which would import and probe the whole environment.
             mlflow.pytorch.save_model(module, str(path), serialization_format="pickle",
                                       pip_requirements=["torch", "ctrlaug"])
-            self.client.log_artifacts(self.run_id, str(path), name)
+            self.client.log_model_artifacts(logged.model_id, str(path))
+        self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+        self.client.log_outputs(self.run_id, [LoggedModelOutput(logged.model_id, step)])
+        return logged.model_id
+
+    def system_metrics(self) -> SystemMetrics:
+        """CPU, memory (and GPU, with pynvml) sampled into the run until stopped."""
+        return SystemMetrics(self.run_id, self.client.tracking_uri)
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)
+
+
+class SystemMetrics:
+    """MLflow's system-metrics monitor on a run (a background thread), started and stopped by
+    the caller; a no-op where its optional dependency (psutil) is missing."""
+
+    def __init__(self, run_id: str, tracking_uri: str, interval: float = 10.0) -> None:
+        self.monitor = None
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            self.monitor = SystemMetricsMonitor(run_id, sampling_interval=interval,
+                                                resume_logging=True, tracking_uri=tracking_uri)
+        except ImportError:
+            return
+
+    def start(self) -> SystemMetrics:
+        if self.monitor is not None:
+            self.monitor.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop sampling; the samples since the last publication are published too (MLflow's
+        monitor drops them), so even a run shorter than one interval has its system metrics."""
+        if self.monitor is None:
+            return
+        self.monitor.finish()
+        remaining = self.monitor.aggregate_metrics()
+        if remaining:
+            self.monitor.publish_metrics(remaining)
+            self.monitor.mlflow_logger.flush()

@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from preprocessing import shards as layout
+from preprocessing.storage import Folder
 
 
 @dataclass
@@ -48,7 +49,7 @@ class ShardDataset:
     uncompressed size of the row's row group (what caching it costs).
     """
 
-    root: Path
+    root: Folder
     manifest: dict
     files: list[str]
     video_id: list[str]
@@ -63,20 +64,20 @@ class ShardDataset:
 
     @classmethod
     def open(cls, shards: Path | str, split: str | None = None) -> ShardDataset:
-        """Index a shard folder; ValueError with one clear line when it is not usable."""
-        root = Path(shards)
+        """Index a shard folder (a path or an s3:// / gs:// URI); ValueError with one clear line
+        when it is not usable."""
+        root = Folder(shards)
         manifest = layout.read_manifest(root)
         files = [shard["file"] for shard in manifest.get("shards", [])]
         columns: dict[str, list] = {name: [] for name in layout.INDEX_COLUMNS}
         locations, group_bytes = [], []
         for file_index, (name, shard) in enumerate(zip(files, manifest["shards"], strict=True)):
-            path = root / name
-            if not path.is_file():
-                raise ValueError(f"{path} is listed in the manifest but missing")
-            parquet = pq.ParquetFile(path)
+            if not root.is_file(name):
+                raise ValueError(f"{root / name} is listed in the manifest but missing")
+            parquet = pq.ParquetFile(root.open_input(name))
             if parquet.metadata.num_rows != shard["rows"]:
-                raise ValueError(f"{path}: {parquet.metadata.num_rows} rows, the manifest says "
-                                 f"{shard['rows']} (run `ctrlaug verify {root}`)")
+                raise ValueError(f"{root / name}: {parquet.metadata.num_rows} rows, the "
+                                 f"manifest says {shard['rows']} (run `ctrlaug verify {root}`)")
             for group in range(parquet.num_row_groups):
                 table = parquet.read_row_group(group, columns=layout.INDEX_COLUMNS)
                 for column in layout.INDEX_COLUMNS:
@@ -179,7 +180,7 @@ class PayloadReader:
             return self._cache[key]
         if file_index not in self._files:
             self._files[file_index] = pq.ParquetFile(
-                self.dataset.root / self.dataset.files[file_index])
+                self.dataset.root.open_input(self.dataset.files[file_index]))
         payloads = self._files[file_index].read_row_group(group, columns=[layout.PAYLOAD])
         self.groups_read += 1
         self._cache[key] = payloads.column(layout.PAYLOAD).combine_chunks()

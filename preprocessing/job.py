@@ -1,17 +1,22 @@
 """The preprocessing job: plan shards, transcode them in parallel, resume after a crash, finish.
 
-No torch, DALI or Ray: parallelism is a `ShardExecutor`, a function that runs `process_shard` over
-tasks and yields results as they finish. `local_executor` uses worker processes on this machine;
-orchestration supplies one that runs the same tasks on a Ray cluster.
+No torch, DALI or Ray: parallelism is a `ShardExecutor`, a function that runs `process_piece`
+over tasks and yields results as they finish. `local_executor` uses worker processes on this
+machine; orchestration supplies one that runs the same tasks on a Ray cluster.
+
+Units: the shard (`config.shard_size()` videos, hundreds) is the unit of output; the piece (at
+most `task_videos` videos, a few dozen) is the unit of work, so a cluster's cores all get work
+and progress moves per piece. A worker writes a piece's rows and then its record under
+_progress/; the driver assembles a shard from its pieces as soon as they are all done, writes
+the shard's Parquet file and record, and removes the pieces.
 
 Determinism and resumption: videos are put in a seeded pseudo-random order (`shuffled`: sorted
 by a hash of (config.shuffle_seed, split, video_id), so that no shard holds a run of one class)
-and cut into consecutive shards of `config.shard_size()` videos, so the same inputs and config
-always give the same plan.
-The worker that finishes a shard writes its Parquet file and then its progress record, both
-atomically; a rerun (after a crash, a kill, or of a finished job) checks the plan, keeps every
-shard whose record and file agree, and transcodes only the rest. Transcoding is single-threaded
-and deterministic, so the rerun's shards are byte-identical to an uninterrupted run's.
+and cut into consecutive shards, so the same inputs and config always give the same plan. Every
+write is atomic; a rerun (after a crash, a kill, or of a finished job) checks the plan, keeps
+every shard whose record and file agree and every piece whose record and rows agree, and
+transcodes only the rest. Transcoding is single-threaded and deterministic, so the rerun's
+shards are byte-identical to an uninterrupted run's, whatever the piece size.
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
-import shutil
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -28,18 +32,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TextIO
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from preprocessing import shards as layout
 from preprocessing.config import PreprocessConfig
 from preprocessing.progress import Progress
 from preprocessing.sources import DatasetListing, Rejection, SourceVideo
+from preprocessing.storage import Folder
 from preprocessing.transcode import VideoRejected, transcode
 
 
 @dataclass(frozen=True)
 class ShardTask:
-    """Transcode `videos` into shard number `index` of `out_dir`."""
+    """Shard number `index` of `out_dir`: the unit of output, holding `videos` in order."""
 
     index: int
     out_dir: str
@@ -68,8 +74,9 @@ class ShardResult:
         return cls(**{**value, "rejected": tuple(Rejection(**r) for r in value["rejected"])})
 
 
-ShardExecutor = Callable[[Callable[[ShardTask], ShardResult], list[ShardTask]],
-                         Iterator[ShardResult]]
+ShardExecutor = Callable[[Callable[["PieceTask"], "PieceResult"], list["PieceTask"]],
+                         Iterator["PieceResult"]]
+"""Runs the work (process_piece over piece tasks) and yields results as they finish."""
 
 
 class PlanMismatch(ValueError):
@@ -88,7 +95,7 @@ def shuffled(videos: list[SourceVideo], seed: int) -> list[SourceVideo]:
     return sorted(videos, key=key)
 
 
-def plan_shards(listing: DatasetListing, config: PreprocessConfig, out_dir: Path
+def plan_shards(listing: DatasetListing, config: PreprocessConfig, out_dir: str | Path
                 ) -> list[ShardTask]:
     size = config.shard_size()
     videos = shuffled(listing.videos, config.shuffle_seed)
@@ -104,13 +111,44 @@ def _row(video: SourceVideo, result, config: PreprocessConfig) -> dict:
             "payload": result.payload}
 
 
-def process_shard(task: ShardTask) -> ShardResult:
-    """Transcode a shard's videos, write its Parquet file, then its progress record.
+@dataclass(frozen=True)
+class PieceTask:
+    """The unit of work: transcode `videos`, positions [start, start + len(videos)) of shard
+    number `shard` of `out_dir`, into a piece (decoupled from the shard, the unit of output, so
+    that a cluster's cores all get work whatever the shard size)."""
+
+    shard: int
+    start: int
+    out_dir: str
+    config: PreprocessConfig
+    videos: tuple[SourceVideo, ...]
+
+
+@dataclass(frozen=True)
+class PieceResult:
+    """What a finished piece holds; also its record on disk."""
+
+    shard: int
+    start: int
+    count: int  # videos of the piece: rows + rejected
+    rows: int
+    rejected: tuple[Rejection, ...]
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "rejected": [asdict(r) for r in self.rejected]}
+
+    @classmethod
+    def from_json(cls, value: dict) -> PieceResult:
+        return cls(**{**value, "rejected": tuple(Rejection(**r) for r in value["rejected"])})
+
+
+def process_piece(task: PieceTask) -> PieceResult:
+    """Transcode a piece's videos, write its rows, then its record (both atomically).
 
     Runs in a worker process or a Ray task. No video is lost: one that fails, for any reason,
     becomes a rejection with that reason.
     """
-    out_dir = Path(task.out_dir)
+    out_dir = Folder(task.out_dir)
     rows, rejected = [], []
     for video in task.videos:
         try:
@@ -118,31 +156,51 @@ def process_shard(task: ShardTask) -> ShardResult:
         except VideoRejected as reason:
             rejected.append(Rejection(str(video.path), video.video_id, video.split, str(reason)))
             continue
-        except Exception as error:  # an unexpected failure must not take the shard down
+        except Exception as error:  # an unexpected failure must not take the piece down
             rejected.append(Rejection(str(video.path), video.video_id, video.split,
                                       f"internal error: {type(error).__name__}: {error}"))
             continue
         rows.append(_row(video, result, task.config))
+    count = len(task.videos)
+    layout.write_table(out_dir, layout.piece_name(task.shard, task.start, count, ".parquet"),
+                       pa.Table.from_pylist(rows, schema=layout.shard_schema(
+                           task.config.payload)))
+    piece = PieceResult(task.shard, task.start, count, len(rows), tuple(rejected))
+    layout.write_json(out_dir, layout.piece_name(task.shard, task.start, count, ".json"),
+                      piece.to_json())
+    return piece
+
+
+def assemble_shard(task: ShardTask, pieces: list[PieceResult]) -> ShardResult:
+    """Write a shard from its finished pieces (in video order), then its record; remove the
+    pieces. The bytes are those of writing the shard's rows in one go."""
+    out_dir = Folder(task.out_dir)
+    pieces = sorted(pieces, key=lambda piece: piece.start)
+    names = [layout.piece_name(p.shard, p.start, p.count, suffix)
+             for p in pieces for suffix in (".parquet", ".json")]
+    rows = [row for name in names[::2] for row in layout.read_table(out_dir, name).to_pylist()]
+    rejected = tuple(r for piece in pieces for r in piece.rejected)
     file = sha = None
     size = 0
     if rows:
         file = layout.shard_name(task.index)
-        path = out_dir / file
-        layout.write_shard(path, rows, task.config.payload, task.config.row_group_mb * 2**20)
-        sha, size = layout.sha256_of(path), path.stat().st_size
+        layout.write_shard(out_dir, file, rows, task.config.payload,
+                           task.config.row_group_mb * 2**20)
+        sha, size = layout.sha256_of(out_dir, file), out_dir.size(file)
     shard = ShardResult(task.index, file, len(rows), size, sha,
                         sum(row["num_frames"] for row in rows),
-                        dict(sorted(Counter(row["split"] for row in rows).items())),
-                        tuple(rejected))
-    layout.write_json_atomic(layout.progress_record_path(out_dir, task.index), shard.to_json())
+                        dict(sorted(Counter(row["split"] for row in rows).items())), rejected)
+    layout.write_json(out_dir, layout.progress_record_name(task.index), shard.to_json())
+    for name in names:
+        out_dir.delete(name)
     return shard
 
 
 def local_executor(workers: int) -> ShardExecutor:
-    """Run shards in `workers` processes on this machine (inline when workers == 1)."""
+    """Run tasks in `workers` processes on this machine (inline when workers == 1)."""
 
-    def run(function: Callable[[ShardTask], ShardResult], tasks: list[ShardTask]
-            ) -> Iterator[ShardResult]:
+    def run(function: Callable[[PieceTask], PieceResult], tasks: list[PieceTask]
+            ) -> Iterator[PieceResult]:
         if workers <= 1 or len(tasks) <= 1:
             yield from map(function, tasks)
             return
@@ -162,71 +220,114 @@ def _plan_record(listing: DatasetListing, config: PreprocessConfig,
             "shards": [[video.video_id for video in task.videos] for task in tasks]}
 
 
-def _prepare_folder(out_dir: Path, plan: dict, overwrite: bool) -> None:
-    progress = out_dir / layout.PROGRESS_DIR
-    plan_path = progress / layout.PLAN
+def _prepare_folder(out_dir: Folder, plan: dict, overwrite: bool) -> None:
+    plan_name = f"{layout.PROGRESS_DIR}/{layout.PLAN}"
     if overwrite and out_dir.exists():
-        for path in layout.part_files(out_dir):
-            path.unlink()
+        for name in layout.part_names(out_dir):
+            out_dir.delete(name)
         for name in (layout.MANIFEST, layout.REJECTED):
-            (out_dir / name).unlink(missing_ok=True)
-            (out_dir / layout.LEGACY_NAMES[name]).unlink(missing_ok=True)
-        shutil.rmtree(progress, ignore_errors=True)
-    if plan_path.is_file():
-        if json.loads(plan_path.read_text()) != plan:
+            out_dir.delete(name)
+            out_dir.delete(layout.LEGACY_NAMES[name])
+        out_dir.delete_folder(layout.PROGRESS_DIR)
+    if out_dir.is_file(plan_name):
+        if json.loads(out_dir.read_text(plan_name)) != plan:
             raise PlanMismatch(
                 f"{out_dir} holds shards made from a different config or list of videos; "
                 f"write to a new folder or pass --overwrite to replace them")
-    elif out_dir.exists() and layout.part_files(out_dir):
+    elif out_dir.exists() and layout.part_names(out_dir):
         raise PlanMismatch(f"{out_dir} holds shards without a plan record; write to a new "
                            f"folder or pass --overwrite")
-    progress.mkdir(parents=True, exist_ok=True)
     layout.remove_temporaries(out_dir)
-    if not plan_path.is_file():
-        layout.write_json_atomic(plan_path, plan)
+    if not out_dir.is_file(plan_name):
+        layout.write_json(out_dir, plan_name, plan)
 
 
-def _finished(out_dir: Path, task: ShardTask) -> ShardResult | None:
-    """The shard's record if it and its file agree (size and row count; sha256 in verify)."""
-    record_path = layout.progress_record_path(out_dir, task.index)
-    if not record_path.is_file():
+def _rows_in(folder: Folder, name: str) -> int | None:
+    """Rows of a Parquet file, or None when it is missing or unreadable."""
+    try:
+        with folder.open_input(name) as source:
+            return pq.ParquetFile(source).metadata.num_rows
+    except (OSError, pq.lib.ArrowException):
         return None
-    result = ShardResult.from_json(json.loads(record_path.read_text()))
+
+
+def _finished(out_dir: Folder, task: ShardTask) -> ShardResult | None:
+    """The shard's record if it and its file agree (size and row count; sha256 in verify)."""
+    record = layout.progress_record_name(task.index)
+    if not out_dir.is_file(record):
+        return None
+    result = ShardResult.from_json(json.loads(out_dir.read_text(record)))
     if result.rows + len(result.rejected) != len(task.videos):
         return None
-    if result.file is not None:
-        path = out_dir / result.file
-        try:
-            if path.stat().st_size != result.bytes or \
-                    pq.ParquetFile(path).metadata.num_rows != result.rows:
-                return None
-        except (OSError, pq.lib.ArrowException):
-            return None
+    if result.file is not None and (not out_dir.is_file(result.file) or
+                                    out_dir.size(result.file) != result.bytes or
+                                    _rows_in(out_dir, result.file) != result.rows):
+        return None
     return result
 
 
-def run_preprocess(listing: DatasetListing, config: PreprocessConfig, out_dir: Path,
+DEFAULT_TASK_VIDEOS = 32
+
+
+def run_preprocess(listing: DatasetListing, config: PreprocessConfig, out_dir: str | Path,
                    executor: ShardExecutor | None = None, overwrite: bool = False,
-                   log: TextIO | None = None) -> dict:
-    """Shard `listing` into `out_dir`; returns the manifest (also written, last)."""
+                   log: TextIO | None = None, task_videos: int = DEFAULT_TASK_VIDEOS) -> dict:
+    """Shard `listing` into `out_dir`; returns the manifest (also written, last).
+
+    The work runs as pieces of at most `task_videos` videos (the executor's tasks); a shard is
+    assembled as soon as its pieces are done. Progress counts videos, with rate and ETA.
+    """
+    if task_videos < 1:
+        raise ValueError(f"task_videos must be >= 1, got {task_videos}")
     log = log or sys.stderr
-    out_dir = Path(out_dir)
-    tasks = plan_shards(listing, config, out_dir)
+    out_dir = Folder(out_dir)
+    tasks = plan_shards(listing, config, out_dir.uri)
     _prepare_folder(out_dir, _plan_record(listing, config, tasks), overwrite)
     results = {task.index: done for task in tasks if (done := _finished(out_dir, task))}
-    todo = [task for task in tasks if task.index not in results]
-    already = sum(len(task.videos) for task in tasks if task.index in results)
-    if results:
-        log.write(f"resuming: {len(results)} of {len(tasks)} shards already complete\n")
+    pending, pieces = [], {task.index: [] for task in tasks if task.index not in results}
+    for task in tasks:
+        if task.index in results:
+            continue
+        for start in range(0, len(task.videos), task_videos):
+            videos = task.videos[start:start + task_videos]
+            done = _finished_piece(out_dir, task.index, start, len(videos))
+            if done:
+                pieces[task.index].append(done)
+            else:
+                pending.append(PieceTask(task.index, start, out_dir.uri, config, videos))
+    already = sum(len(t.videos) for t in tasks if t.index in results) + \
+        sum(p.count for done in pieces.values() for p in done)
+    if already:
+        log.write(f"resuming: {already} of {len(listing.videos)} videos already done "
+                  f"({len(results)} of {len(tasks)} shards complete)\n")
     progress = Progress(len(listing.videos), "preprocess", done=already, stream=log)
-    sizes = {task.index: len(task.videos) for task in tasks}
-    for result in (executor or local_executor(1))(process_shard, todo):
-        results[result.index] = result
-        progress.advance(sizes[result.index])
+    by_index = {task.index: task for task in tasks}
+
+    def assemble_if_complete(index: int) -> None:
+        if sum(p.count for p in pieces[index]) == len(by_index[index].videos):
+            results[index] = assemble_shard(by_index[index], pieces.pop(index))
+
+    for index in list(pieces):  # shards whose pieces all finished before a crash
+        assemble_if_complete(index)
+    for piece in (executor or local_executor(1))(process_piece, pending):
+        pieces[piece.shard].append(piece)
+        progress.advance(piece.count)
+        assemble_if_complete(piece.shard)
     return _finish(out_dir, listing, config, [results[task.index] for task in tasks])
 
 
-def _finish(out_dir: Path, listing: DatasetListing, config: PreprocessConfig,
+def _finished_piece(out_dir: Folder, shard: int, start: int, count: int) -> PieceResult | None:
+    """The piece's record if it and its rows agree."""
+    record = layout.piece_name(shard, start, count, ".json")
+    if not out_dir.is_file(record):
+        return None
+    piece = PieceResult.from_json(json.loads(out_dir.read_text(record)))
+    if _rows_in(out_dir, layout.piece_name(shard, start, count, ".parquet")) != piece.rows:
+        return None
+    return piece if piece.rows + len(piece.rejected) == count else None
+
+
+def _finish(out_dir: Folder, listing: DatasetListing, config: PreprocessConfig,
             results: list[ShardResult]) -> dict:
     rejected = sorted([*listing.rejected, *(r for result in results for r in result.rejected)],
                       key=lambda r: (r.split, r.video_id, r.source_path))
@@ -234,7 +335,7 @@ def _finish(out_dir: Path, listing: DatasetListing, config: PreprocessConfig,
     if rows + len(rejected) != listing.num_inputs:
         raise RuntimeError(f"internal error: {rows} rows + {len(rejected)} rejected != "
                            f"{listing.num_inputs} inputs")
-    layout.write_rejected(out_dir / layout.REJECTED, rejected)
+    layout.write_rejected(out_dir, rejected)
     splits = sum((Counter(result.splits) for result in results), Counter())
     manifest = {
         "format_version": layout.FORMAT_VERSION,
@@ -252,5 +353,5 @@ def _finish(out_dir: Path, listing: DatasetListing, config: PreprocessConfig,
                    for r in results if r.file is not None],
         "rejected_file": layout.REJECTED,
     }
-    layout.write_json_atomic(out_dir / layout.MANIFEST, manifest)
+    layout.write_json(out_dir, layout.MANIFEST, manifest)
     return manifest

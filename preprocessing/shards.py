@@ -13,25 +13,25 @@ key is derived here and nowhere else (the pipeline's reader imports it too):
       _progress/plan.json     the shard plan (config + the video ids of every shard); a rerun
                               with a different plan is refused
       _progress/part-00000.json  one record per finished shard (rows, bytes, sha256, rejections),
-                              written by the worker right after its shard, so a rerun after a
-                              crash redoes only the shards without one
+                              written right after its shard, so a rerun after a crash redoes
+                              only the shards without one
+      _progress/part-00000.videos-000032-000064.parquet / .json
+                              a piece: the rows (and record) of videos [32, 64) of shard 0, one
+                              unit of work; pieces are assembled into their shard, then removed
 
 Only the parts match `*.parquet` without a leading underscore: pyarrow dataset discovery, Ray
 Data, DuckDB and Spark skip `_`-prefixed files, so a reader of the folder sees video rows only.
 Format version 1 folders (manifest.json and rejected.parquet, no underscore) still read.
 
-Every file is written to a temporary name in the same folder and renamed into place, so a reader
-(or a crash) never sees half a file.
+SHARDS may be a local path or an object-store URI (preprocessing.storage.Folder); every file is
+written atomically (locally: a temporary name renamed into place; on object stores: one PUT), so
+a reader (or a crash) never sees half a file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from preprocessing.sources import Rejection
+from preprocessing.storage import Folder
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -82,60 +83,55 @@ def shard_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
 
 
-def part_files(shards: Path) -> list[Path]:
+def part_names(shards: Folder) -> list[str]:
     """The Parquet parts present in a folder (listed in the manifest or not), sorted."""
-    return sorted(Path(shards).glob(PART_GLOB))
+    return shards.glob(PART_GLOB)
 
 
-def metadata_path(shards: Path, name: str) -> Path:
-    """Where a metadata file (MANIFEST or REJECTED) of the folder is: its own name, or its
+def metadata_name(shards: Folder, name: str) -> str:
+    """The name a metadata file (MANIFEST or REJECTED) has in the folder: its own, or its
     format-1 name in a folder written before the rename."""
-    path = Path(shards) / name
-    legacy = Path(shards) / LEGACY_NAMES[name]
-    return legacy if not path.exists() and legacy.exists() else path
+    legacy = LEGACY_NAMES[name]
+    return legacy if not shards.exists(name) and shards.exists(legacy) else name
 
 
-def manifest_bytes(shards: Path) -> bytes:
+def manifest_bytes(shards: str | Path | Folder) -> bytes:
     """The manifest file's bytes (what identifies a shard folder's content, e.g. for caches)."""
-    return metadata_path(shards, MANIFEST).read_bytes()
+    shards = Folder(shards)
+    return shards.read_bytes(metadata_name(shards, MANIFEST))
 
 
-def progress_record_path(out_dir: Path, index: int) -> Path:
-    return out_dir / PROGRESS_DIR / f"part-{index:05d}.json"
+def progress_record_name(index: int) -> str:
+    return f"{PROGRESS_DIR}/part-{index:05d}.json"
 
 
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
-    temporary = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+def piece_name(shard: int, start: int, count: int, suffix: str) -> str:
+    """The name of the piece of videos [start, start + count) of a shard (".parquet" rows,
+    ".json" record), kept until its shard is assembled."""
+    return f"{PROGRESS_DIR}/part-{shard:05d}.videos-{start:06d}-{start + count:06d}{suffix}"
 
 
-def write_json_atomic(path: Path, value) -> None:
-    with atomic_path(path) as temporary:
-        temporary.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+def write_json(folder: Folder, name: str, value) -> None:
+    folder.write_text(name, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
-def remove_temporaries(out_dir: Path) -> None:
-    """Delete leftovers of writes that a crash interrupted."""
-    for folder in (out_dir, out_dir / PROGRESS_DIR):
-        for leftover in folder.glob(".*.tmp-*"):
-            leftover.unlink(missing_ok=True)
+def remove_temporaries(out_dir: Folder) -> None:
+    """Delete leftovers of local writes that a crash interrupted."""
+    for folder in ("", PROGRESS_DIR):
+        for leftover in out_dir.glob(".*.tmp-*", folder):
+            out_dir.delete(leftover)
 
 
-def sha256_of(path: Path) -> str:
+def sha256_of(folder: Folder, name: str) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
+    with folder.fs.open_input_stream(folder._at(name)) as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
-def write_shard(path: Path, rows: list[dict], payload_format: str, row_group_bytes: int) -> None:
+def write_shard(folder: Folder, name: str, rows: list[dict], payload_format: str,
+                row_group_bytes: int) -> None:
     """Write rows (dicts with every schema field) as one Parquet file, atomically.
 
     Row groups close once their payloads reach row_group_bytes, so a reader can stream a shard a
@@ -143,16 +139,16 @@ def write_shard(path: Path, rows: list[dict], payload_format: str, row_group_byt
     without statistics; the metadata columns get dictionary encoding and statistics.
     """
     schema = shard_schema(payload_format)
-    with atomic_path(path) as temporary:
+    with folder.open_output(name) as sink:
         writer = pq.ParquetWriter(
-            temporary, schema, compression="none", use_dictionary=METADATA_COLUMNS,
+            sink, schema, compression="none", use_dictionary=METADATA_COLUMNS,
             write_statistics=METADATA_COLUMNS)
         with writer:
             group: list[dict] = []
             group_bytes = 0
             for row in rows:
                 group.append(row)
-                group_bytes += payload_bytes(row["payload"])
+                group_bytes += payload_bytes(row[PAYLOAD])
                 if group_bytes >= row_group_bytes:
                     writer.write_table(pa.Table.from_pylist(group, schema=schema))
                     group, group_bytes = [], 0
@@ -164,37 +160,48 @@ def payload_bytes(payload: bytes | list[bytes]) -> int:
     return len(payload) if isinstance(payload, bytes) else sum(len(part) for part in payload)
 
 
-def write_rejected(path: Path, rejected: list[Rejection]) -> None:
-    table = pa.Table.from_pylist([asdict(r) for r in rejected], schema=REJECTED_SCHEMA)
-    with atomic_path(path) as temporary:
-        pq.write_table(table, temporary)
+def write_table(folder: Folder, name: str, table: pa.Table) -> None:
+    """Any table (pieces, rejections) as one uncompressed Parquet file, atomically."""
+    with folder.open_output(name) as sink:
+        pq.write_table(table, sink, compression="none")
 
 
-def read_manifest(shards: Path) -> dict:
+def write_rejected(folder: Folder, rejected: list[Rejection]) -> None:
+    write_table(folder, REJECTED,
+                pa.Table.from_pylist([asdict(r) for r in rejected], schema=REJECTED_SCHEMA))
+
+
+def read_manifest(shards: str | Path | Folder) -> dict:
     """The manifest of a shard folder, format version checked; ValueError with one clear line
     when the folder is not a finished shard folder or its manifest is broken."""
-    path = metadata_path(shards, MANIFEST)
-    if not path.is_file():
+    shards = Folder(shards)
+    name = metadata_name(shards, MANIFEST)
+    if not shards.is_file(name):
         raise ValueError(f"{shards} is not a shard folder (no {MANIFEST}); run `ctrlaug "
                          f"preprocess` first")
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(shards.read_text(name))
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from None
+        raise ValueError(f"{shards / name} is not valid JSON: {error}") from None
     if manifest.get("format_version") not in READABLE_VERSIONS:
-        raise ValueError(f"{path}: format_version {manifest.get('format_version')!r}, this "
-                         f"ctrlaug reads {', '.join(map(str, READABLE_VERSIONS))}")
+        raise ValueError(f"{shards / name}: format_version {manifest.get('format_version')!r}, "
+                         f"this ctrlaug reads {', '.join(map(str, READABLE_VERSIONS))}")
     return manifest
 
 
-def rejected_path(shards: Path, manifest: dict) -> Path:
+def rejected_name(manifest: dict) -> str:
     """The folder's table of rejected inputs (named in its manifest)."""
-    return Path(shards) / manifest.get("rejected_file", LEGACY_NAMES[REJECTED])
+    return manifest.get("rejected_file", LEGACY_NAMES[REJECTED])
 
 
-def read_metadata(shards: Path, manifest: dict) -> pa.Table:
+def read_table(folder: Folder, name: str, columns: list[str] | None = None) -> pa.Table:
+    with folder.open_input(name) as source:
+        return pq.read_table(source, columns=columns)
+
+
+def read_metadata(shards: Folder, manifest: dict) -> pa.Table:
     """Every row's metadata columns (no payloads) across the manifest's shards."""
-    tables = [pq.read_table(shards / shard["file"], columns=METADATA_COLUMNS)
+    tables = [read_table(shards, shard["file"], METADATA_COLUMNS)
               for shard in manifest["shards"]]
     if not tables:
         return pa.schema(ROW_FIELDS).empty_table()

@@ -9,9 +9,9 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from preprocessing import shards as layout
+from preprocessing.storage import Folder
 
 
 def _size(count: float) -> str:
@@ -22,8 +22,9 @@ def _size(count: float) -> str:
     return f"{count:.0f} B"
 
 
-def summarize_shards(shards: Path, top_classes: int = 20) -> str:
+def summarize_shards(shards: str | Path | Folder, top_classes: int = 20) -> str:
     """The summary as text: counts per split and class, frames, bytes, codecs, rejections."""
+    shards = Folder(shards)
     manifest = layout.read_manifest(shards)
     metadata = layout.read_metadata(shards, manifest)
     classes = manifest["classes"]
@@ -54,7 +55,7 @@ def summarize_shards(shards: Path, top_classes: int = 20) -> str:
     if len(per_class) > top_classes:
         lines.append(f"  ... and {len(per_class) - top_classes} more")
     reasons = Counter(_reason_kind(r) for r in
-                      pq.read_table(layout.rejected_path(shards, manifest))
+                      layout.read_table(shards, layout.rejected_name(manifest), ["reason"])
                       .column("reason").to_pylist())
     if reasons:
         lines.append("rejected by reason:")

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from preprocessing import shards as layout
 from preprocessing.sources import UNLABELLED
+from preprocessing.storage import Folder
 from preprocessing.transcode import decode_payload_frames
 
 
@@ -31,9 +32,10 @@ class VerifyReport:
         return not self.problems
 
 
-def verify_shards(shards: Path, sample: int = 8, seed: int = 0) -> VerifyReport:
-    """Verify `shards`; `sample` rows in all are decoded (0 skips decoding)."""
+def verify_shards(shards: str | Path | Folder, sample: int = 8, seed: int = 0) -> VerifyReport:
+    """Verify `shards` (a path or URI); `sample` rows in all are decoded (0 skips decoding)."""
     report = VerifyReport()
+    shards = Folder(shards)
     try:
         manifest = layout.read_manifest(shards)
     except ValueError as error:
@@ -41,24 +43,25 @@ def verify_shards(shards: Path, sample: int = 8, seed: int = 0) -> VerifyReport:
         return report
     expected_schema = layout.shard_schema(manifest["payload_format"])
     listed = {shard["file"] for shard in manifest["shards"]}
-    for stray in sorted({p.name for p in layout.part_files(shards)} - listed):
+    for stray in sorted(set(layout.part_names(shards)) - listed):
         report.problems.append(f"{stray} is not listed in the manifest")
     for shard in manifest["shards"]:
-        path = shards / shard["file"]
-        if not path.is_file():
-            report.problems.append(f"{shard['file']} is missing")
+        name = shard["file"]
+        if not shards.is_file(name):
+            report.problems.append(f"{name} is missing")
             continue
-        if path.stat().st_size != shard["bytes"]:
-            report.problems.append(f"{shard['file']}: {path.stat().st_size} bytes, manifest "
-                                   f"says {shard['bytes']}")
-        elif layout.sha256_of(path) != shard["sha256"]:
-            report.problems.append(f"{shard['file']}: sha256 differs from the manifest")
-        parquet = pq.ParquetFile(path)
-        if not parquet.schema_arrow.equals(expected_schema):
-            report.problems.append(f"{shard['file']}: schema differs from the shard schema")
-        if parquet.metadata.num_rows != shard["rows"]:
-            report.problems.append(f"{shard['file']}: {parquet.metadata.num_rows} rows, "
-                                   f"manifest says {shard['rows']}")
+        if shards.size(name) != shard["bytes"]:
+            report.problems.append(f"{name}: {shards.size(name)} bytes, manifest says "
+                                   f"{shard['bytes']}")
+        elif layout.sha256_of(shards, name) != shard["sha256"]:
+            report.problems.append(f"{name}: sha256 differs from the manifest")
+        with shards.open_input(name) as source:
+            parquet = pq.ParquetFile(source)
+            if not parquet.schema_arrow.equals(expected_schema):
+                report.problems.append(f"{name}: schema differs from the shard schema")
+            if parquet.metadata.num_rows != shard["rows"]:
+                report.problems.append(f"{name}: {parquet.metadata.num_rows} rows, "
+                                       f"manifest says {shard['rows']}")
         report.shards += 1
     if report.problems:
         return report
@@ -72,7 +75,8 @@ def verify_shards(shards: Path, sample: int = 8, seed: int = 0) -> VerifyReport:
     if bad.any():
         report.problems.append(f"{int(bad.sum())} labels outside the {len(manifest['classes'])}"
                                f" classes")
-    rejected = pq.read_metadata(layout.rejected_path(shards, manifest)).num_rows
+    with shards.open_input(layout.rejected_name(manifest)) as source:
+        rejected = pq.read_metadata(source).num_rows
     if report.rows + rejected != manifest["num_inputs"]:
         report.problems.append(f"{report.rows} rows + {rejected} rejected != "
                                f"{manifest['num_inputs']} inputs")
@@ -80,7 +84,7 @@ def verify_shards(shards: Path, sample: int = 8, seed: int = 0) -> VerifyReport:
     return report
 
 
-def _decode_sample(shards: Path, manifest: dict, sample: int, seed: int,
+def _decode_sample(shards: Folder, manifest: dict, sample: int, seed: int,
                    report: VerifyReport) -> None:
     if sample <= 0 or report.rows == 0:
         return
@@ -92,7 +96,7 @@ def _decode_sample(shards: Path, manifest: dict, sample: int, seed: int,
         offset += shard["rows"]
         if not wanted:
             continue
-        table = pq.read_table(shards / shard["file"]).take(wanted)
+        table = layout.read_table(shards, shard["file"]).take(wanted)
         for row in table.to_pylist():
             try:
                 frames = decode_payload_frames(row["payload"], row["codec"])

@@ -17,6 +17,7 @@ from preprocessing import shards as layout
 from preprocessing.config import PreprocessConfig
 from preprocessing.job import plan_shards, shuffled
 from preprocessing.sources import DatasetListing, SourceVideo
+from preprocessing.storage import Folder
 
 CLASSES, PER_CLASS, GROUP_ROWS, PAYLOAD = 16, 8, 2, 1000
 WORLD, BATCH = 2, 8
@@ -35,7 +36,7 @@ def class_sorted(tmp_path_factory) -> Path:
     shards = []
     for part in range(4):
         name = layout.shard_name(part)
-        layout.write_shard(root / name, rows[part * 32:(part + 1) * 32], "video",
+        layout.write_shard(Folder(root), name, rows[part * 32:(part + 1) * 32], "video",
                            GROUP_ROWS * PAYLOAD)
         shards.append({"file": name, "rows": 32})
     (root / layout.MANIFEST).write_text(json.dumps({

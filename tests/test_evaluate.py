@@ -45,7 +45,10 @@ def test_linear_and_retrieval_are_logged_and_linked_to_the_pretraining_run(shard
     assert 0 <= results["linear_top1"] <= 1 and results["linear_top5"] == 1.0  # 2 classes
     run = client.get_run(results["mlflow_run_id"])
     assert run.data.tags["ctrlaug.pretrain_run"] == parent
+    assert run.data.tags["mlflow.parentRunId"] == parent  # nested under the pretraining run
     assert run.data.metrics["R_at_1"] == 1.0 and "linear_top1" in run.data.metrics
+    assert run.data.params["protocols"] == "linear,retrieval" and run.data.params["size"] == "112"
+    assert sorted(i.tags[0].value for i in run.inputs.dataset_inputs) == ["test", "train"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"confusion_matrix.png", "retrieval.png", "per_class_accuracy.json"} <= artifacts
 

@@ -15,9 +15,19 @@ import pyarrow.parquet as pq
 import pytest
 
 from preprocessing.config import PreprocessConfig
-from preprocessing.job import PlanMismatch, local_executor, run_preprocess
+from preprocessing.job import (
+    PieceTask,
+    PlanMismatch,
+    _plan_record,
+    _prepare_folder,
+    local_executor,
+    plan_shards,
+    process_piece,
+    run_preprocess,
+)
 from preprocessing.shards import REJECTED, shard_schema, write_shard
 from preprocessing.sources import list_dataset
+from preprocessing.storage import Folder
 from preprocessing.summary import summarize_shards
 from preprocessing.verify import verify_shards
 
@@ -78,7 +88,7 @@ def test_row_groups_close_at_the_target_size(tmp_path):
              "source_path": "/x", "fps": 25.0, "num_frames": 16, "height": 128, "width": 170,
              "codec": "vp9", "source_codec": "h264", "payload": bytes([i]) * 20_000}
             for i in range(7)]
-    write_shard(tmp_path / "part.parquet", rows, "video", row_group_bytes=50_000)
+    write_shard(Folder(tmp_path), "part.parquet", rows, "video", row_group_bytes=50_000)
     parquet = pq.ParquetFile(tmp_path / "part.parquet")
     assert [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)] == [
         3, 3, 1]
@@ -106,7 +116,7 @@ def test_rerun_of_a_finished_job_changes_nothing(videos, tmp_path):
                                 local_executor(1), log=handle)
     assert second == first
     assert {p: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")} == stamps
-    assert "resuming: 6 of 6 shards already complete" in log.read_text()
+    assert "resuming: 11 of 11 videos already done (6 of 6 shards complete)" in log.read_text()
 
 
 def test_a_different_plan_is_refused_unless_overwritten(videos, tmp_path):
@@ -118,6 +128,32 @@ def test_a_different_plan_is_refused_unless_overwritten(videos, tmp_path):
                               local_executor(1), overwrite=True, log=io.StringIO())
     assert manifest["config"]["crf"] == 40
     assert verify_shards(out, sample=1).ok
+
+
+def test_pieces_smaller_than_shards_give_the_same_shards_and_resume_per_piece(videos, tmp_path):
+    """The unit of work (a piece) is not the unit of output (a shard): 11 inputs in shards of
+    5 run as pieces of 2, and a run that stopped after some pieces picks up from them."""
+    listing = list_dataset("folder", videos)
+    whole = run_preprocess(listing, config(videos_per_shard=5), tmp_path / "whole",
+                           local_executor(1), log=io.StringIO(), task_videos=32)
+    split = run_preprocess(listing, config(videos_per_shard=5), tmp_path / "split",
+                           local_executor(2), log=io.StringIO(), task_videos=2)
+    assert split == whole
+    for part in sorted(p.name for p in (tmp_path / "whole").glob("part-*.parquet")):
+        assert (tmp_path / "split" / part).read_bytes() == (tmp_path / "whole" / part).read_bytes()
+    assert not list((tmp_path / "split" / "_progress").glob("*.videos-*"))  # pieces removed
+    # A run that finished two pieces of shard 0 and then stopped: the rerun keeps them.
+    out = tmp_path / "stopped"
+    tasks = plan_shards(listing, config(videos_per_shard=5), out)
+    _prepare_folder(Folder(out), _plan_record(listing, config(videos_per_shard=5), tasks), False)
+    for start in (0, 2):
+        process_piece(PieceTask(0, start, str(out), config(videos_per_shard=5),
+                                tasks[0].videos[start:start + 2]))
+    log = io.StringIO()
+    resumed = run_preprocess(listing, config(videos_per_shard=5), out, local_executor(1),
+                             log=log, task_videos=2)
+    assert "resuming: 4 of 11 videos already done (0 of 3 shards complete)" in log.getvalue()
+    assert resumed == whole
 
 
 def test_killed_run_then_rerun_gives_identical_shards(videos, tmp_path):

@@ -41,10 +41,10 @@ def test_an_in_process_run_trains_logs_checkpoints_and_resumes(shards, tmp_path,
     # Evaluating the checkpoint uses the views it was pretrained with (32 x 32 here).
     encoder, pretrain_run, augment = load_encoder(Path(metrics["checkpoint"]), None, uri)
     assert (pretrain_run, augment) == (run_id, config.augment) and encoder.width == 4
-    assert Path(metrics["checkpoint"]).parent == job_folder(config)
+    assert Path(metrics["checkpoint"]).parent == job_folder(config).local_path()
     logged = []
     monkeypatch.setattr(RunLogger, "file", lambda self, path, folder: logged.append(folder))
-    monkeypatch.setattr(RunLogger, "model", lambda self, module, name: logged.append(name))
+    monkeypatch.setattr(RunLogger, "model", lambda self, module, name, step: logged.append(name))
     again = run_pretraining(config)  # the same command: nothing left to train
     assert again["mlflow_run_id"] == run_id and steps_of(uri, run_id) == list(range(1, 7))
     assert again["epoch"] == 2 and again["loss_rc"] == metrics["loss_rc"]  # its last report
@@ -94,3 +94,22 @@ def test_an_in_process_finetune_rerun_returns_its_results_without_training(shard
                          augment)
     assert again == first and saved["epoch"] == 1
     assert load_checkpoint(tmp_path / "ft" / "finetune.pt")["epoch"] == 1
+
+
+def test_artifacts_stay_beside_the_store_not_in_the_current_directory(shards, tmp_path,
+                                                                     monkeypatch):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    config = config_for("tidy", shards["frames"], tmp_path / "runs", "--optim.epochs=1")
+    metrics = run_pretraining(config)
+    assert list(cwd.iterdir()) == []  # no ./mlruns
+    artifacts = tmp_path / "runs" / "artifacts"
+    logged = {p.name for p in artifacts.rglob("*") if p.is_file()}
+    assert {"config.json", "augmentation_preview.png", "checkpoint.pt", "MLmodel"} <= logged
+    run = MlflowClient(metrics["tracking_uri"]).get_run(metrics["mlflow_run_id"])
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(
+        run.data.metrics)  # CPU and memory samples
+    assert MlflowClient(metrics["tracking_uri"]).get_run(
+        metrics["mlflow_run_id"]).info.artifact_uri.startswith(artifacts.as_uri())

@@ -6,6 +6,7 @@ Slow by nature (each run starts Ray workers): three jobs share one server and on
 from __future__ import annotations
 
 import io
+import json
 import socket
 import subprocess
 import sys
@@ -109,11 +110,14 @@ def test_a_short_run_completes_and_logs_to_the_mlflow_server(finished_job, mlflo
         assert name in run.data.metrics, name
     assert steps_of(client, run.info.run_id) == list(range(1, 9))  # 2 epochs x 4 steps
     assert run.data.metrics["epoch"] == 2
-    assert run.data.tags["git_commit"] and len(run.data.tags["shards_manifest_sha256"]) == 64
+    assert len(run.data.tags["mlflow.source.git.commit"]) == 40
+    (dataset,) = run.inputs.dataset_inputs  # the shards it trained on, by manifest hash
+    assert json.loads(dataset.dataset.source)["manifest_sha256"].startswith(
+        dataset.dataset.digest) and dataset.tags[0].value == "training"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.json", "augmentation_preview.png", "checkpoints", "encoder"} <= artifacts
-    assert "encoder/MLmodel" in {a.path for a in client.list_artifacts(run.info.run_id,
-                                                                         "encoder")}
+    assert {"config.json", "augmentation_preview.png", "checkpoints"} <= artifacts
+    (model,) = run.outputs.model_outputs  # the encoder, a LoggedModel
+    assert client.get_logged_model(model.model_id).name == "encoder"
 
 
 def test_rerunning_a_finished_job_resumes_instead_of_starting_over(finished_job,

@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.shard_reader import ShardDataset
 from preprocessing import shards as layout
+from preprocessing.storage import Folder
 from preprocessing.summary import summarize_shards
 from preprocessing.verify import verify_shards
 
@@ -21,7 +22,7 @@ def test_parquet_readers_of_the_folder_see_only_video_rows(shards):
     dataset = ds.dataset(shards["frames"], format="parquet")  # pyarrow's discovery
     assert dataset.count_rows() == manifest["num_videos"]
     assert layout.PAYLOAD in dataset.schema.names
-    assert sorted(p.name for p in layout.part_files(shards["frames"])) == sorted(
+    assert layout.part_names(Folder(shards["frames"])) == sorted(
         s["file"] for s in manifest["shards"])
 
 

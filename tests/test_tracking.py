@@ -46,3 +46,14 @@ def test_logging_a_model_leaves_the_process_default_store_alone(tmp_path, monkey
     RunLogger(uri, run.info.run_id).model(torch.nn.Linear(2, 2), "encoder")
     assert "MLFLOW_TRACKING_URI" not in os.environ
     assert resolve_tracking_uri("", str(tmp_path / "other")).endswith("other/mlflow.db")
+
+
+def test_ray_workers_get_the_tracking_and_object_store_credentials():
+    from orchestration.runtime import forwarded_env
+
+    environ = {"MLFLOW_TRACKING_TOKEN": "t", "MLFLOW_TRACKING_USERNAME": "u",
+               "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "HOME": "/root",
+               "PATH": "/bin"}
+    assert forwarded_env(environ) == {"MLFLOW_TRACKING_TOKEN": "t",
+                                      "MLFLOW_TRACKING_USERNAME": "u",
+                                      "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}

@@ -1,0 +1,132 @@
+"""Shards in an object store: preprocess, verify, inspect, resume and train from s3:// URIs,
+against a real S3-compatible server (moto) on 127.0.0.1, credentials from the environment."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pytest
+
+from pipeline import build_pretrain_loader
+from pipeline.shard_reader import ShardDataset
+from preprocessing import shards as layout
+from preprocessing.config import PreprocessConfig
+from preprocessing.job import local_executor, run_preprocess
+from preprocessing.sources import list_dataset
+from preprocessing.summary import summarize_shards
+from preprocessing.verify import verify_shards
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """moto's S3 server on a free port, with the standard AWS variables pointing at it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(endpoint, timeout=1)
+            break
+        except OSError:
+            time.sleep(0.2)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                            "AWS_DEFAULT_REGION": "us-east-1",
+                            "AWS_ENDPOINT_URL": endpoint}.items():
+            patch.setenv(name, value)
+        import boto3  # comes with moto; reads the same environment
+
+        boto3.client("s3").create_bucket(Bucket="shards")
+        yield "s3://shards"
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def s3_shards(s3, videos):
+    uri = f"{s3}/synth"
+    manifest = run_preprocess(list_dataset("folder", videos),
+                              PreprocessConfig(payload="frames", videos_per_shard=2), uri,
+                              local_executor(2), log=io.StringIO(), task_videos=1)
+    return uri, manifest
+
+
+def test_preprocessing_writes_a_verifiable_shard_folder_to_the_object_store(s3_shards, videos,
+                                                                           tmp_path):
+    uri, manifest = s3_shards
+    assert manifest["num_videos"] == 6 and manifest["num_rejected"] == 5
+    report = verify_shards(uri, sample=2)
+    assert report.ok, report.problems
+    assert "6 videos in" in summarize_shards(uri)
+    local = run_preprocess(list_dataset("folder", videos),
+                           PreprocessConfig(payload="frames", videos_per_shard=2),
+                           tmp_path / "local", local_executor(1), log=io.StringIO())
+    assert local == manifest  # the same shards (sizes, sha256) as on a local disk
+    s3fs, path = pafs.FileSystem.from_uri(uri)
+    assert ds.dataset(path, filesystem=s3fs, format="parquet").count_rows() == 6
+    leftovers = s3fs.get_file_info(pafs.FileSelector(f"{path}/_progress"))
+    assert not [i.path for i in leftovers if ".videos-" in i.path]  # pieces were assembled
+
+
+def test_a_rerun_on_the_object_store_resumes_instead_of_redoing(s3_shards, videos):
+    uri, manifest = s3_shards
+    log = io.StringIO()
+    again = run_preprocess(list_dataset("folder", videos),
+                           PreprocessConfig(payload="frames", videos_per_shard=2), uri,
+                           local_executor(1), log=log)
+    assert again == manifest and "6 shards complete" in log.getvalue()
+
+
+def test_loaders_and_the_cli_read_shards_from_the_object_store(s3_shards):
+    uri, manifest = s3_shards
+    dataset = ShardDataset.open(uri)
+    assert len(dataset) == 6 and dataset.root.uri == uri
+    batch = next(iter(build_pretrain_loader(uri, batch_size=2, levels_per_batch=2, size=32)))
+    assert batch.local_frames.shape[-1] == 32 and len(batch.video_id) == 2
+    verify = subprocess.run([str(BIN / "ctrlaug"), "verify", uri], capture_output=True,
+                            text=True)
+    assert verify.returncode == 0 and ": OK: 5 shards, 6 rows" in verify.stdout
+    assert json.loads(layout.manifest_bytes(uri))["num_videos"] == 6
+
+
+def test_a_job_stored_in_the_object_store_trains_checkpoints_and_resumes(s3_shards, s3,
+                                                                         tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from orchestration.checkpoint import encoder_from, load_checkpoint
+    from orchestration.experiment import load_config
+    from orchestration.pretrain import run_pretraining
+
+    shards, _ = s3_shards
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.toml", [
+        f"--data.shards={shards}", f"--run.storage_path={s3}/runs", "--run.name=on-s3",
+        f"--run.tracking_uri={uri}", "--run.ray=false", "--run.workers=1",
+        "--data.batch_size=2", "--optim.epochs=1", "--model.width=4", "--augment.size=32",
+        "--augment.levels_per_batch=2"])
+    metrics = run_pretraining(config)
+    assert metrics["checkpoint"] == f"{s3}/runs/on-s3/checkpoint.pt"
+    assert load_checkpoint(metrics["checkpoint"])["step"] == 3  # 6 videos, batches of 2
+    encoder, run_id = encoder_from(metrics["checkpoint"])
+    assert run_id == metrics["mlflow_run_id"] and encoder.width == 4
+    again = run_pretraining(config)  # resumes from the checkpoint in the bucket: no new step
+    steps = {m.step for m in MlflowClient(uri).get_metric_history(run_id, "loss")}
+    assert again["mlflow_run_id"] == run_id and steps == {1, 2, 3}
+    with pytest.raises(ValueError, match="is an object store: give run.tracking_uri"):
+        run_pretraining(load_config(None, [f"--data.shards={shards}", "--data.batch_size=2",
+                                           f"--run.storage_path={s3}/runs"]))
