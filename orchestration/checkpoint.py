@@ -51,6 +51,26 @@ def _parent_and_name(location: str | Path | Folder) -> tuple[Folder, str]:
     return parent, folder.name
 
 
+def latest_checkpoint(location: str | Path) -> str:
+    """The checkpoint file a location names: the file itself, or for a job's folder
+    (run.storage_path / run.name) its latest pretraining checkpoint, whether the job ran in
+    this process (FOLDER/checkpoint.pt) or on Ray Train (FOLDER/checkpoint_*/checkpoint.pt; the
+    one with the most steps). ValueError when there is none."""
+    folder = Folder(location)
+    if not folder.exists():
+        raise ValueError(f"checkpoint {location} not found")
+    if folder.is_file(""):
+        return folder.uri
+    if folder.is_file(CHECKPOINT_FILE):
+        return (folder / CHECKPOINT_FILE).uri
+    candidates = [folder / name / CHECKPOINT_FILE for name in folder.subfolders("checkpoint_*")
+                  if (folder / name).is_file(CHECKPOINT_FILE)]
+    if not candidates:
+        raise ValueError(f"{location} is a folder without a {CHECKPOINT_FILE} (give a "
+                         f"checkpoint file or a pretraining job's folder)")
+    return max(candidates, key=lambda c: load_checkpoint(c).get("step", 0)).uri
+
+
 def load_checkpoint(location: str | Path | Folder) -> dict:
     """A training checkpoint (a path or an object-store URI), loaded with weights_only=True."""
     if not isinstance(location, Folder) and not is_uri(location):

@@ -94,7 +94,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         results = run_evaluation(args.protocol.split(","), encoder, args.train, args.test, uri,
                                  pretrain_run, args.storage_path / "feature-cache",
                                  backend=finetune.backend, finetune=finetune, augment=augment)
-    except (TypeError, ValueError, TrackingUnavailable) as error:
+    except (TypeError, ValueError, OSError, TrackingUnavailable) as error:
         print(f"ctrlaug evaluate: {error}", file=sys.stderr)
         return 2
     for key, value in results.items():
@@ -146,7 +146,7 @@ def _preprocess(args: argparse.Namespace) -> int:
         config = PreprocessConfig(**_fields(args, PreprocessConfig))
         listing = list_dataset(args.dataset, args.videos, args.annotations, args.split,
                                args.fold)
-    except (AnnotationError, ValueError, TypeError) as error:
+    except (AnnotationError, ValueError, TypeError, OSError) as error:
         print(f"ctrlaug preprocess: {error}", file=sys.stderr)
         return 2
     print(f"{args.dataset}: {listing.num_inputs} inputs, {len(listing.videos)} videos to "
@@ -161,7 +161,7 @@ def _preprocess(args: argparse.Namespace) -> int:
     try:
         manifest = run_preprocess(listing, config, args.out, executor, overwrite=args.overwrite,
                                   task_videos=args.task_videos)
-    except (PlanMismatch, ValueError) as error:
+    except (PlanMismatch, ValueError, OSError) as error:
         print(f"ctrlaug preprocess: {error}", file=sys.stderr)
         return 2
     print(f"{args.out}: {manifest['num_videos']} videos in {len(manifest['shards'])} shards, "
@@ -265,7 +265,8 @@ def _add_data_commands(commands) -> None:
                                                     "pretrained encoder, tracked in MLflow")
     evaluate.add_argument("--protocol", default="linear,retrieval",
                           help="comma-separated: linear, retrieval, finetune")
-    evaluate.add_argument("--checkpoint", help="a pretraining checkpoint.pt (path or URI)")
+    evaluate.add_argument("--checkpoint", help="a pretraining checkpoint.pt, or a job's folder "
+                                               "(its latest checkpoint); path or URI")
     evaluate.add_argument("--model-uri", help="an MLflow model URI, e.g. runs:/ID/encoder")
     evaluate.add_argument("--train", required=True, help="train shard folder (path or URI)")
     evaluate.add_argument("--test", required=True, help="test shard folder (path or URI)")

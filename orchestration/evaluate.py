@@ -41,13 +41,12 @@ from model.evaluation import (
     top_k_accuracy,
     train_linear_probe,
 )
-from orchestration.checkpoint import encoder_from, load_checkpoint
+from orchestration.checkpoint import encoder_from, latest_checkpoint, load_checkpoint
 from orchestration.finetune import FinetuneConfig, run_finetune
 from orchestration.preview import frames_to_uint8
 from pipeline import build_eval_loader
 from pipeline.config import AugmentConfig
 from preprocessing import shards as layout
-from preprocessing.storage import Folder
 
 
 @dataclass
@@ -180,9 +179,7 @@ def load_encoder(checkpoint: Path | None, model_uri: str | None, tracking_uri: s
     pretraining checkpoint file or an MLflow model URI (runs:/ID/encoder, ...; the views then
     come from the run's config.json, or are the defaults when the URI names no run)."""
     if checkpoint is not None:
-        where = Folder(checkpoint)
-        if not Folder(where.uri.rsplit("/", 1)[0]).is_file(where.name):
-            raise ValueError(f"checkpoint {checkpoint} not found")
+        checkpoint = latest_checkpoint(checkpoint)
         encoder, run_id = encoder_from(checkpoint)
         config = load_checkpoint(checkpoint).get("config")
         return encoder, run_id, _augment_of(config) if config else AugmentConfig()

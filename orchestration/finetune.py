@@ -23,7 +23,7 @@ from torch import nn
 from model.encoder import R3D18, pool_features
 from model.evaluation import average_clip_softmax, top_k_accuracy
 from orchestration.checkpoint import FINETUNE_FILE, finetuning_checkpoint
-from orchestration.runtime import LocalRuntime, RayRuntime, connect_ray
+from orchestration.runtime import LocalRuntime, RayRuntime, connect_ray, quiet_train_logging
 from pipeline import build_eval_loader, build_supervised_loader
 from pipeline.config import AugmentConfig
 from preprocessing.progress import format_seconds
@@ -182,5 +182,6 @@ def _fit_on_ray(loop_config: dict, config: FinetuneConfig, name: str, storage_pa
         scaling_config=ScalingConfig(num_workers=config.workers),
         run_config=RunConfig(name=name, storage_path=str(Path(storage_path).resolve()),
                              failure_config=FailureConfig(max_failures=config.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=1)))
+                             checkpoint_config=CheckpointConfig(num_to_keep=1),
+                             **quiet_train_logging()))
     return trainer.fit().metrics

@@ -38,7 +38,7 @@ from orchestration.checkpoint import (
 )
 from orchestration.distributed import gather_keys_with_grad, gather_views_with_grad
 from orchestration.experiment import ExperimentConfig, config_from_dict
-from orchestration.runtime import LocalRuntime, RayRuntime, connect_ray
+from orchestration.runtime import LocalRuntime, RayRuntime, connect_ray, quiet_train_logging
 from orchestration.train_step import NonFiniteLoss, training_step, unwrap
 from pipeline import build_pretrain_loader
 from preprocessing.progress import format_seconds
@@ -109,6 +109,35 @@ def pretrain_loop(config: ExperimentConfig, run_id: str, tracking_uri: str,
             monitor.stop()
 
 
+class ConsoleLine:
+    """Rank 0's progress line every run.log_every_steps steps: where the job is, every loss
+    term, videos/s, and per step the time spent waiting for data and the rest of the step (with
+    GPU memory on a GPU), averaged since the previous line."""
+
+    TERMS = ("rc", "nce", "mi", "td")
+
+    def __init__(self, epoch: int, epochs: int, steps_per_epoch: int, start_batch: int) -> None:
+        self.epoch, self.epochs, self.steps_per_epoch = epoch, epochs, steps_per_epoch
+        self.since, self.steps, self.waited = time.perf_counter(), start_batch, 0.0
+
+    def line(self, state: TrainState, metrics: dict, stats) -> str:
+        """stats: the loader's LoaderStats of this epoch."""
+        now = time.perf_counter()
+        steps = max(state.batch_in_epoch - self.steps, 1)
+        wait = (stats.wait_seconds - self.waited) / steps
+        step_time = (now - self.since) / steps - wait
+        self.since, self.steps, self.waited = now, state.batch_in_epoch, stats.wait_seconds
+        terms = "  ".join(f"{name} {metrics[f'loss_{name}']:.3f}" for name in self.TERMS
+                          if f"loss_{name}" in metrics)
+        memory = ""
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            memory = f"  gpu mem {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
+        return (f"epoch {self.epoch + 1}/{self.epochs}  step {state.batch_in_epoch}/"
+                f"{self.steps_per_epoch} ({state.step})  loss {metrics['loss']:.3f} ({terms})  "
+                f"videos/s {metrics['videos_per_s']:.1f}  data {wait:.2f} s  step "
+                f"{step_time:.2f} s{memory}")
+
+
 def _train_epochs(config: ExperimentConfig, run_id: str, runtime: LocalRuntime | RayRuntime,
                   network: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler,
                   state: TrainState, loader, grids, logger) -> None:
@@ -128,6 +157,8 @@ def _train_epochs(config: ExperimentConfig, run_id: str, runtime: LocalRuntime |
         for epoch in range(state.epoch, config.optim.epochs):
             loader.set_epoch(epoch)
             epoch_start, epoch_videos, last = time.perf_counter(), 0, {}
+            console = ConsoleLine(epoch, config.optim.epochs, steps_per_epoch,
+                                  state.batch_in_epoch)
             for batch in loader.iterate(start_batch=state.batch_in_epoch):
                 _maybe_inject_failure(config, state.step, rank, world)
                 if logger is not None and state.step == 0:
@@ -144,6 +175,7 @@ def _train_epochs(config: ExperimentConfig, run_id: str, runtime: LocalRuntime |
                         "data_wait_fraction": loader.stats.wait_seconds / max(elapsed, 1e-9)}
                 if logger is not None and state.step % config.run.log_every_steps == 0:
                     logger.metrics(last, state.step)
+                    print(console.line(state, last, loader.stats), flush=True)
                 every = config.run.checkpoint_every_steps
                 if every and state.step % every == 0 and state.batch_in_epoch < steps_per_epoch:
                     report({**last, "epoch": epoch, "step": state.step})
@@ -218,6 +250,7 @@ def run_pretraining(config: ExperimentConfig, tags: dict[str, str] | None = None
     folder = job_folder(config)
     folder.delete(NONFINITE_FILE)
     logger = RunLogger(uri, run_id)
+    print(f"pretraining {config.run.name}: MLflow {logger.link()}", file=sys.stderr, flush=True)
     try:
         if config.run.ray:
             metrics, checkpoint = _fit_on_ray(config, run_id, uri)
@@ -251,7 +284,7 @@ def _fit_on_ray(config: ExperimentConfig, run_id: str, uri: str) -> tuple[dict, 
         run_config=RunConfig(
             name=config.run.name, storage_path=Folder(config.run.storage_path).uri,
             failure_config=FailureConfig(max_failures=config.run.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2)))
+            checkpoint_config=CheckpointConfig(num_to_keep=2), **quiet_train_logging()))
     result = trainer.fit()
     checkpoint = result.checkpoint
     if checkpoint is None:

@@ -52,6 +52,17 @@ def connect_ray(address: str | None = None, **options) -> bool:
     return True
 
 
+def quiet_train_logging() -> dict:
+    """RunConfig options that keep Ray Train's own INFO lines per report ("Reported metrics",
+    "Checkpoint successfully created") off the console, so the loop's progress line is what a
+    user reads; warnings still show. Ray releases before LoggingConfig (2026) print them."""
+    import ray.train
+
+    if not hasattr(ray.train, "LoggingConfig"):
+        return {}
+    return {"logging_config": ray.train.LoggingConfig(log_level="WARNING")}
+
+
 class LocalRuntime:
     """A loop's runtime in this process, without Ray: one worker, checkpoints in the job folder.
 

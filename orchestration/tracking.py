@@ -188,6 +188,15 @@ class RunLogger:
     def file(self, path: Path, folder: str) -> None:
         self.client.log_artifact(self.run_id, str(path), folder)
 
+    def link(self) -> str:
+        """Where a person finds the run: its page on a tracking server, or for a local store
+        the run id and the `mlflow ui` command that serves it."""
+        if self.client.tracking_uri.startswith(("http://", "https://")):
+            experiment = self.client.get_run(self.run_id).info.experiment_id
+            return (f"{self.client.tracking_uri.rstrip('/')}/#/experiments/{experiment}/runs/"
+                    f"{self.run_id}")
+        return f"run {self.run_id} (mlflow ui --backend-store-uri {self.client.tracking_uri})"
+
     def has_model(self) -> bool:
         """Whether the run has produced a LoggedModel already."""
         return bool(self.client.get_run(self.run_id).outputs.model_outputs)

@@ -281,6 +281,8 @@ def run_preprocess(listing: DatasetListing, config: PreprocessConfig, out_dir: s
         raise ValueError(f"task_videos must be >= 1, got {task_videos}")
     log = log or sys.stderr
     out_dir = Folder(out_dir)
+    if out_dir.is_file(""):
+        raise ValueError(f"--out {out_dir} is a file; give a folder (new or holding shards)")
     tasks = plan_shards(listing, config, out_dir.uri)
     _prepare_folder(out_dir, _plan_record(listing, config, tasks), overwrite)
     results = {task.index: done for task in tasks if (done := _finished(out_dir, task))}

@@ -79,6 +79,13 @@ class Folder:
         return sorted(posixpath.join(folder, n) if folder else n
                       for n in names if fnmatch.fnmatchcase(n, pattern))
 
+    def subfolders(self, pattern: str = "*") -> list[str]:
+        """Names of the folders directly in this one matching the pattern, sorted."""
+        selector = pafs.FileSelector(self.path, allow_not_found=True)
+        return sorted(info.base_name for info in self.fs.get_file_info(selector)
+                      if info.type == pafs.FileType.Directory
+                      and fnmatch.fnmatchcase(info.base_name, pattern))
+
     def read_bytes(self, name: str) -> bytes:
         with self.fs.open_input_stream(self._at(name)) as stream:
             return stream.read()

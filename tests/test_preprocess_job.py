@@ -220,3 +220,14 @@ def test_cli_bad_annotations_and_bad_shards_give_one_clear_line(tmp_path):
     assert not (tmp_path / "out").exists()
     out = subprocess.run([CTRLAUG, "verify", str(tmp_path)], capture_output=True, text=True)
     assert out.returncode == 1 and "no _manifest.json" in out.stdout
+
+
+def test_cli_out_that_is_a_file_gives_one_clear_line(videos, tmp_path):
+    (tmp_path / "afile").write_text("not a folder")
+    out = subprocess.run([CTRLAUG, "preprocess", "--dataset", "folder", "--videos", str(videos),
+                          "--out", str(tmp_path / "afile")], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"ctrlaug preprocess: --out {tmp_path / 'afile'} is a file; give a folder (new or "
+        f"holding shards)")
+    assert (tmp_path / "afile").read_text() == "not a folder"  # nothing lost

@@ -9,7 +9,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from orchestration.checkpoint import load_checkpoint
+from orchestration.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from orchestration.evaluate import load_encoder
 from orchestration.experiment import ConfigError, load_config
 from orchestration.pretrain import INJECTED_FILE, job_folder, run_pretraining
@@ -42,6 +42,8 @@ def test_an_in_process_run_trains_logs_checkpoints_and_resumes(shards, tmp_path,
     encoder, pretrain_run, augment = load_encoder(Path(metrics["checkpoint"]), None, uri)
     assert (pretrain_run, augment) == (run_id, config.augment) and encoder.width == 4
     assert Path(metrics["checkpoint"]).parent == job_folder(config).local_path()
+    # The job's folder names its latest checkpoint too.
+    assert latest_checkpoint(job_folder(config).local_path()) == metrics["checkpoint"]
     logged = []
     monkeypatch.setattr(RunLogger, "file", lambda self, path, folder: logged.append(folder))
     monkeypatch.setattr(RunLogger, "model", lambda self, module, name, step: logged.append(name))
@@ -113,3 +115,20 @@ def test_artifacts_stay_beside_the_store_not_in_the_current_directory(shards, tm
         run.data.metrics)  # CPU and memory samples
     assert MlflowClient(metrics["tracking_uri"]).get_run(
         metrics["mlflow_run_id"]).info.artifact_uri.startswith(artifacts.as_uri())
+
+
+def test_a_ray_job_folder_names_the_checkpoint_with_the_most_steps(tmp_path):
+    job = tmp_path / "job"
+    for name, step in (("checkpoint_2026-12-01_10-00-09.000001", 8),
+                       ("checkpoint_2026-12-01_10-00-02.000001", 4)):
+        save_checkpoint(job / name / "checkpoint.pt", {"step": step})
+    (job / "checkpoint_manager_snapshot.json").write_text("{}")  # Ray's, not a checkpoint
+    assert latest_checkpoint(job) == str(job / "checkpoint_2026-12-01_10-00-09.000001" /
+                                         "checkpoint.pt")
+    file = job / "checkpoint_2026-12-01_10-00-02.000001" / "checkpoint.pt"
+    assert latest_checkpoint(file) == str(file)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="folder without a checkpoint.pt"):
+        latest_checkpoint(tmp_path / "empty")
+    with pytest.raises(ValueError, match="not found"):
+        latest_checkpoint(tmp_path / "missing")
