@@ -19,6 +19,7 @@ from typing import Any, Literal
 from model.config import LossConfig, ModelConfig
 from model.objective import MIN_VIDEOS_PER_BATCH
 from pipeline.config import AugmentConfig
+from preprocessing.storage import is_uri
 from preprocessing.validation import check_field_types, describe_type, require
 
 
@@ -124,6 +125,19 @@ class ExperimentConfig:
         require(self.data.batch_size >= self.run.workers * MIN_VIDEOS_PER_BATCH,
                 f"data.batch_size {self.data.batch_size} gives workers fewer than "
                 f"{MIN_VIDEOS_PER_BATCH} videos each (run.workers = {self.run.workers})")
+
+    def with_absolute_paths(self) -> ExperimentConfig:
+        """The same config with its local locations (data.shards, run.storage_path,
+        run.init_encoder) made absolute; URIs as they are. Workers run in other directories
+        (Ray Train starts them in its session folder), so the driver resolves paths first."""
+        def absolute(location: str) -> str:
+            return location if not location or is_uri(location) else \
+                str(Path(location).resolve())
+
+        return dataclasses.replace(
+            self, data=dataclasses.replace(self.data, shards=absolute(self.data.shards)),
+            run=dataclasses.replace(self.run, storage_path=absolute(self.run.storage_path),
+                                    init_encoder=absolute(self.run.init_encoder)))
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {section.name: dataclasses.asdict(getattr(self, section.name))

@@ -239,6 +239,7 @@ def run_pretraining(config: ExperimentConfig, tags: dict[str, str] | None = None
 
     if not config.data.shards:
         raise ValueError("data.shards is not set (--data.shards=FOLDER)")
+    config = config.with_absolute_paths()
     dataset = ShardDataset.open(config.data.shards, config.data.split)
     if len(dataset) < config.data.batch_size:
         raise ValueError(f"{config.data.shards} has {len(dataset)} videos, fewer than one batch "

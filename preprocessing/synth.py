@@ -40,6 +40,7 @@ import numpy as np
 from preprocessing.transcode import BITEXACT
 from preprocessing.validation import check_field_types, require
 
+_APPEARANCE_STREAM = 1  # mixed into the seed of shared appearances
 CLASSES = ("rise", "fall", "slide", "sway", "bob", "orbit", "pulse", "still")
 CODECS = {"h264": ("libx264", "mp4", "yuv420p"), "vp9": ("libvpx-vp9", "webm", "yuv420p"),
           "mpeg4": ("mpeg4", "avi", "yuv420p"), "mjpeg": ("mjpeg", "avi", "yuvj420p")}
@@ -52,6 +53,17 @@ def class_names() -> list[str]:
 
 @dataclass(frozen=True)
 class SynthConfig:
+    """What to write, and the ranges each video's motion is drawn from (uniformly, per video).
+
+    object_radius, speed, amplitude: fractions of the frame's short side (speed per frame, for
+    rise, fall and slide; amplitude of sway, bob and orbit). period: frames per oscillation (at
+    most 20, so that every 16-frame window shows a turn). pulse: relative size change of pulse.
+    appearances: 0 (default) gives every video an appearance of its own (background and object
+    textures, colours, object size); N > 0 draws N appearances from the seed and gives each video
+    one of them at random, whatever its class, so that appearance recurs across videos (as
+    scenes do in real datasets) and no longer identifies a video.
+    """
+
     classes: int = 8
     videos_per_class: int = 8
     frames: int = 48
@@ -60,6 +72,12 @@ class SynthConfig:
     fps: int = 25
     codec: Literal["h264", "vp9", "mpeg4", "mjpeg"] = "h264"
     seed: int = 0
+    object_radius: tuple[float, float] = (0.2, 0.28)
+    speed: tuple[float, float] = (0.025, 0.04)
+    amplitude: tuple[float, float] = (0.2, 0.3)
+    period: tuple[float, float] = (12.0, 20.0)
+    pulse: float = 0.35
+    appearances: int = 0
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -69,6 +87,12 @@ class SynthConfig:
                 "videos_per_class must be >= 1 and frames >= 2")
         require(self.width >= 32 and self.height >= 32 and not self.width % 2
                 and not self.height % 2, "width and height must be even and >= 32")
+        for name in ("object_radius", "speed", "amplitude", "period"):
+            low, high = getattr(self, name)
+            require(0 < low <= high, f"{name} must be a range 0 < low <= high, got {low, high}")
+        require(self.period[1] <= 20, "period must stay <= 20 frames (a turn in every clip)")
+        require(0 <= self.pulse < 1, f"pulse must be in [0, 1), got {self.pulse}")
+        require(self.appearances >= 0, f"appearances must be >= 0, got {self.appearances}")
 
 
 @dataclass(frozen=True)
@@ -80,16 +104,18 @@ class Motion:
 
 
 def motion(class_name: str, frames: int, width: int, height: int,
-           rng: np.random.Generator) -> Motion:
-    """The object's path for one video of the class; speeds and sizes scale with the frame."""
+           rng: np.random.Generator, config: SynthConfig | None = None) -> Motion:
+    """The object's path for one video of the class; speeds and sizes scale with the frame
+    (ranges from `config`, default SynthConfig())."""
     if class_name not in CLASSES:
         raise ValueError(f"unknown class {class_name!r}; classes are {', '.join(CLASSES)}")
+    config = config or SynthConfig()
     t = np.arange(frames, dtype=float)
     side = min(width, height)
     start = rng.uniform([0.3 * width, 0.3 * height], [0.7 * width, 0.7 * height])
-    speed = rng.uniform(0.012, 0.02) * side  # pixels per frame for the constant motions
-    amplitude = rng.uniform(0.14, 0.22) * side
-    period = rng.uniform(12, 20)
+    speed = rng.uniform(*config.speed) * side  # pixels per frame for the constant motions
+    amplitude = rng.uniform(*config.amplitude) * side
+    period = rng.uniform(*config.period)
     phase = rng.uniform(0, 2 * math.pi)
     wave = np.sin(2 * math.pi * t / period + phase)
     offset = np.zeros((frames, 2))
@@ -106,7 +132,7 @@ def motion(class_name: str, frames: int, width: int, height: int,
         angle = rng.choice([-1, 1]) * 2 * math.pi * t / period + phase
         offset = amplitude * np.stack([np.cos(angle), np.sin(angle)], axis=1)
     elif class_name == "pulse":
-        scale = 1 + 0.35 * wave
+        scale = 1 + config.pulse * wave
     return Motion(start + offset, scale)
 
 
@@ -135,17 +161,20 @@ def render_video(class_name: str, config: SynthConfig, rng: np.random.Generator)
     """Frames (T, H, W, 3) uint8 of one video of the class."""
     h, w, t = config.height, config.width, config.frames
     side = min(h, w)
-    texture = _texture(rng, h, w, max(4, side // 10))[..., None]
-    background_colours = _colours(rng)
+    # The appearance: this video's own draws, or one of the config's shared appearances.
+    look = rng if config.appearances == 0 else np.random.default_rng(
+        [config.seed, _APPEARANCE_STREAM, int(rng.integers(config.appearances))])
+    texture = _texture(look, h, w, max(4, side // 10))[..., None]
+    background_colours = _colours(look)
     background = texture * background_colours[0] + (1 - texture) * background_colours[1]
-    background += rng.normal(0, 4, size=(h, w, 3))
-    radius = rng.uniform(0.13, 0.18) * side
+    background += look.normal(0, 4, size=(h, w, 3))
+    radius = look.uniform(*config.object_radius) * side
     # The object's own texture, in its coordinates (pixels from its centre, unscaled).
     extent = int(2 * radius * 1.4) + 4
-    object_texture = _texture(rng, extent, extent, max(3, extent // 4))[..., None]
-    object_colours = _colours(rng, avoid=background_colours)
+    object_texture = _texture(look, extent, extent, max(3, extent // 4))[..., None]
+    object_colours = _colours(look, avoid=background_colours)
     pattern = object_texture * object_colours[0] + (1 - object_texture) * object_colours[1]
-    path = motion(class_name, t, w, h, rng)
+    path = motion(class_name, t, w, h, rng, config)
     drift_phase, drift_period = rng.uniform(0, 2 * math.pi), rng.uniform(2, 4) * t
     ys, xs = np.mgrid[0:h, 0:w].astype(float)
     frames = np.empty((t, h, w, 3), dtype=np.uint8)

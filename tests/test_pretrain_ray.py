@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -94,8 +95,16 @@ def steps_of(client, run_id, metric="loss_rc"):
 @pytest.fixture(scope="module")
 def finished_job(pretrain_shards, mlflow_server, tmp_path_factory):
     storage = tmp_path_factory.mktemp("runs")
-    config = config_for("plain", pretrain_shards, storage, mlflow_server)
-    metrics = run_pretraining(config)
+    # Relative locations, as a user types them: Ray starts the workers in another directory.
+    here = os.getcwd()
+    os.chdir(pretrain_shards.parent)
+    try:
+        config = config_for("plain", os.path.relpath(pretrain_shards), os.path.relpath(storage),
+                            mlflow_server)
+        metrics = run_pretraining(config)
+        config = config.with_absolute_paths()  # for the tests below, from any directory
+    finally:
+        os.chdir(here)
     return config, metrics
 
 
