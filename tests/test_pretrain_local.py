@@ -132,3 +132,19 @@ def test_a_ray_job_folder_names_the_checkpoint_with_the_most_steps(tmp_path):
         latest_checkpoint(tmp_path / "empty")
     with pytest.raises(ValueError, match="not found"):
         latest_checkpoint(tmp_path / "missing")
+
+
+def test_the_progress_line_names_every_term_the_rate_and_where_the_time_went():
+    from orchestration.checkpoint import TrainState
+    from orchestration.pretrain import ConsoleLine
+    from pipeline.loader import LoaderStats
+
+    console = ConsoleLine(epoch=0, epochs=3, steps_per_epoch=10, start_batch=0)
+    metrics = {"loss": 1.5, "loss_rc": 1.0, "loss_mi": 0.5, "mi_level": 0.2,
+               "videos_per_s": 12.0}
+    line = console.line(TrainState(0, 5, 5), metrics, LoaderStats(wait_seconds=0.5))
+    assert line.startswith("epoch 1/3  step 5/10 (5)  loss 1.500 (rc 1.000  mi 0.500)  "
+                           "videos/s 12.0  data 0.10 s  step ")
+    # The next line averages over the steps since this one only.
+    later = console.line(TrainState(0, 7, 7), metrics, LoaderStats(wait_seconds=0.9))
+    assert "data 0.20 s" in later and "step 7/10 (7)" in later
