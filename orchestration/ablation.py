@@ -27,6 +27,10 @@ What is written to OUT:
 MLflow: one parent run per (OUT, table) in the experiment "ctrlaug-ablation", each row's
 pretraining and evaluation runs nested under it, the table logged on the parent.
 
+`--jobs N` runs N jobs side by side in processes of this machine (with run.ray = false; each
+gets its share of the cores): on a 2-core machine two single-threaded jobs do about 16% more
+work per hour than one job on both cores.
+
 Scale: the config is the scale. configs/ablation-cpu.toml sizes Table 7 for a 2-core CPU
 machine on the synthetic motion benchmark (built under OUT/data when --train/--test are not
 given); configs/ucf101.toml with --train/--test shard folders takes the same experiment to GPUs
@@ -38,8 +42,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import multiprocessing
+import os
 import re
 import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -194,6 +202,67 @@ def _encoder_after(row: Row, config: ExperimentConfig, seed: int, train: Path, t
     return encoder, parent
 
 
+@dataclass(frozen=True)
+class Job:
+    """One (row, seed) of a table: its resolved config, its label and its results key."""
+
+    row: Row
+    seed: int
+    config: ExperimentConfig
+    label: str
+    key: str
+
+
+@dataclass(frozen=True)
+class Where:
+    """What every job of one ablation shares: the table, the data, the MLflow parent run."""
+
+    table: int
+    train: str
+    test: str
+    tracking_uri: str
+    parent: str
+    num_classes: int
+
+
+def run_job(job: Job, where: Where, threads: int = 0) -> dict:
+    """Pretrain (or not, for the reference rows) and evaluate one job; returns its result line.
+    threads > 0 sets torch's intra-op threads (jobs side by side share the cores)."""
+    from orchestration.evaluate import run_evaluation
+
+    if threads:
+        torch.set_num_threads(threads)
+    started = time.perf_counter()
+    config, train, test = job.config, Path(where.train), Path(where.test)
+    encoder, nest_under = _encoder_after(job.row, config, job.seed, train, test, where.parent,
+                                         where.num_classes)
+    scores = run_evaluation(
+        ["linear", "retrieval"], encoder, train, test, where.tracking_uri, nest_under,
+        Path(config.run.storage_path) / "feature-cache", name=f"{job.label} seed {job.seed}",
+        backend=config.data.backend, augment=config.augment, experiment_name=EXPERIMENT,
+        tags={"ctrlaug.ablation_row": job.label, "ctrlaug.seed": str(job.seed)})
+    return {"key": job.key, "table": where.table, "row": job.label, "kind": job.row.kind,
+            "seed": job.seed, **{m: scores[m] for m in (*METRICS, "linear_top5", "R@10")},
+            "minutes": (time.perf_counter() - started) / 60,
+            "evaluation_run": scores["mlflow_run_id"]}
+
+
+def _run_jobs(jobs: list[Job], where: Where, parallel: int, log) -> Iterator[dict]:
+    """The jobs' results as they finish: one after another in this process, or `parallel`
+    processes side by side (each with its share of the cores)."""
+    if parallel == 1:
+        for number, job in enumerate(jobs, start=1):
+            log(f"[{number}/{len(jobs)}] {job.label}, seed {job.seed}: started")
+            yield run_job(job, where)
+        return
+    threads = max(1, (os.cpu_count() or 1) // parallel)
+    with ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(run_job, job, where, threads) for job in jobs]
+        log(f"{len(jobs)} jobs, {parallel} at a time ({threads} threads each)")
+        for future in as_completed(futures):
+            yield future.result()
+
+
 def summarise(results: list[dict]) -> dict[str, dict[str, tuple[float, float] | None]]:
     """{row: {metric: (mean, standard deviation over seeds) or None when not measured}} in
     the rows' order."""
@@ -235,21 +304,22 @@ def render_table(title: str, results: list[dict], chance: float) -> str:
 def run_ablation(config_path: Path, overrides: list[str], table: int, seeds: int, out: Path,
                  train: Path | None = None, test: Path | None = None,
                  rows: list[str] | None = None, benchmark: MotionBenchmark | None = None,
-                 log=print) -> list[dict]:
+                 log=print, parallel: int = 1) -> list[dict]:
     """Run (or resume) one table; returns every row's per-seed results.
 
     rows: only these rows (by name, reference rows included), in table order; None: all.
     benchmark: the synthetic benchmark's sizes when train/test are not given (None: default).
+    parallel: jobs run side by side in processes of this machine (run.ray = false only: on Ray
+    each job already spreads over the cluster's workers).
     """
     from mlflow.tracking import MlflowClient
 
-    from orchestration.evaluate import run_evaluation
     from orchestration.tracking import check_reachable, resolve_tracking_uri
 
     if table not in TABLES:
         raise ValueError(f"--table must be one of {', '.join(map(str, sorted(TABLES)))}")
-    if seeds < 1:
-        raise ValueError("--seeds must be >= 1")
+    if seeds < 1 or parallel < 1:
+        raise ValueError("--seeds and --jobs must be >= 1")
     if (train is None) != (test is None):
         raise ValueError("give both --train and --test, or neither (the synthetic benchmark)")
     title, table_rows = TABLES[table]
@@ -261,6 +331,9 @@ def run_ablation(config_path: Path, overrides: list[str], table: int, seeds: int
     out = Path(out).resolve()
     storage = out / "runs"
     base = load_config(config_path, [*overrides, f"--run.storage_path={storage}"])
+    if parallel > 1 and base.run.ray:
+        raise ValueError("--jobs > 1 runs jobs side by side in this machine's processes; set "
+                         "run.ray = false (on Ray each job already uses the cluster)")
     if train is None:
         log(f"synthetic motion benchmark in {out / 'data'}")
         train, test = build_motion_benchmark(out / "data", benchmark or MotionBenchmark(),
@@ -276,37 +349,22 @@ def run_ablation(config_path: Path, overrides: list[str], table: int, seeds: int
                 *overrides, *row.overrides, f"--data.shards={train}", f"--run.seed={seed}",
                 f"--run.storage_path={storage}", f"--run.experiment={EXPERIMENT}",
                 f"--run.name=t{table}-{_slug(row.name)}-s{seed}", f"--run.tracking_uri={uri}"])
-            jobs.append((row, seed, config, _label(row, config), _key(config, row, seed)))
+            jobs.append(Job(row, seed, config, _label(row, config), _key(config, row, seed)))
     results_path = out / "results.jsonl"
     done = _read_results(results_path)
-    todo = sum(1 for *_, key in jobs if key not in done)
-    results, started, ran = [], time.perf_counter(), 0
-    for number, (row, seed, config, label, key) in enumerate(jobs, start=1):
-        if key in done:
-            results.append({**done[key], "row": label})
-            continue
-        eta = "" if ran == 0 else f", about " \
-            f"{format_seconds((time.perf_counter() - started) / ran * (todo - ran))} left"
-        log(f"[{number}/{len(jobs)}] {label}, seed {seed}{eta}")
-        row_started = time.perf_counter()
-        encoder, nest_under = _encoder_after(row, config, seed, train, test,
-                                             parent, len(classes))
-        scores = run_evaluation(
-            ["linear", "retrieval"], encoder, train, test, uri, nest_under,
-            storage / "feature-cache", name=f"{label} seed {seed}", backend=config.data.backend,
-            augment=config.augment, experiment_name=EXPERIMENT,
-            tags={"ctrlaug.ablation_row": label, "ctrlaug.seed": str(seed)})
-        result = {"key": key, "table": table, "row": label, "kind": row.kind, "seed": seed,
-                  **{m: scores[m] for m in (*METRICS, "linear_top5", "R@10")},
-                  "minutes": (time.perf_counter() - row_started) / 60,
-                  "evaluation_run": scores["mlflow_run_id"]}
+    pending = [job for job in jobs if job.key not in done]
+    where = Where(table, str(train), str(test), uri, parent, len(classes))
+    started = time.perf_counter()
+    for finished, result in enumerate(_run_jobs(pending, where, parallel, log), start=1):
         with results_path.open("a") as handle:
             handle.write(json.dumps(result) + "\n")
-        results.append(result)
-        ran += 1
-        log(f"      linear top-1 {result['linear_top1']:.3f}  R@1 {result['R@1']:.3f}  "
-            f"R@5 {result['R@5']:.3f}  instance@1 {result['instance@1']:.3f}  "
-            f"({result['minutes']:.1f} min)")
+        done[result["key"]] = result
+        left = (time.perf_counter() - started) / finished * (len(pending) - finished)
+        log(f"[{finished}/{len(pending)}] {result['row']}, seed {result['seed']}: linear top-1 "
+            f"{result['linear_top1']:.3f}  R@1 {result['R@1']:.3f}  R@5 {result['R@5']:.3f}  "
+            f"instance@1 {result['instance@1']:.3f}  ({result['minutes']:.1f} min)"
+            + (f", about {format_seconds(left)} left" if finished < len(pending) else ""))
+    results = [{**done[job.key], "row": job.label} for job in jobs]
     markdown = render_table(title, results, 1 / len(classes))
     (out / f"table{table}.md").write_text(markdown)
     _write_csv(out / f"table{table}.csv", results)

@@ -71,7 +71,7 @@ def _ablate(args: argparse.Namespace) -> int:
     try:
         rows = [name.strip() for name in args.rows.split(";")] if args.rows else None
         run_ablation(args.config, list(args.overrides), args.table, args.seeds, args.out,
-                     args.train, args.test, rows)
+                     args.train, args.test, rows, parallel=args.jobs)
     except (ConfigError, ValueError, TrackingUnavailable) as error:
         print(f"ctrlaug ablate: {error}", file=sys.stderr)
         return 2
@@ -330,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the experiment (configs/ablation-cpu.toml on a CPU machine)")
     ablate.add_argument("--table", type=int, required=True, choices=[4, 5, 6, 7])
     ablate.add_argument("--seeds", type=int, default=3, help="seeds per row (default 3)")
+    ablate.add_argument("--jobs", type=int, default=1,
+                        help="jobs side by side on this machine (run.ray = false; default 1)")
     ablate.add_argument("--out", type=Path, default=Path("ablation"),
                         help="results, tables and job folders (rerun to resume)")
     ablate.add_argument("--train", help="train shards (default: the synthetic "

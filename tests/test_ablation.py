@@ -76,3 +76,17 @@ def test_a_tiny_ablation_writes_the_table_groups_mlflow_runs_and_resumes(tmp_pat
     assert [r["linear_top1"] for r in again] == [r["linear_top1"] for r in results]
     assert not any(line.startswith("[") for line in logged)  # no row was run again
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 2
+
+
+def test_jobs_side_by_side_write_the_same_kind_of_table(tmp_path):
+    overrides = ["--model.width=4", "--optim.epochs=1", "--data.batch_size=3",
+                 "--augment.size=32", "--augment.levels_per_batch=2"]
+    rows = ["random init (no pretraining)", "L_nce"]
+    results = run_ablation(CONFIGS / "ablation-cpu.toml", overrides, 7, 1, tmp_path,
+                           rows=rows, benchmark=TINY, log=lambda *_: None, parallel=2)
+    assert [r["row"] for r in results] == rows  # table order, whichever finished first
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 2
+    assert "| L_nce |" in (tmp_path / "table7.md").read_text()
+    with pytest.raises(ValueError, match="run.ray = false"):
+        run_ablation(CONFIGS / "ablation-cpu.toml", [*overrides, "--run.ray=true"], 7, 1,
+                     tmp_path, rows=rows, benchmark=TINY, parallel=2)
