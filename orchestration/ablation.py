@@ -29,7 +29,9 @@ pretraining and evaluation runs nested under it, the table logged on the parent.
 
 `--jobs N` runs N jobs side by side in processes of this machine (with run.ray = false; each
 gets its share of the cores): on a 2-core machine two single-threaded jobs do about 16% more
-work per hour than one job on both cores.
+work per hour than one job on both cores. Two `ctrlaug ablate` commands started by hand each
+take every core: give each OMP_NUM_THREADS=cores/2 (measured on 2 cores: 12.8 s per step each
+without it, 4.6 s with OMP_NUM_THREADS=1).
 
 Scale: the config is the scale. configs/ablation-cpu.toml sizes Table 7 for a 2-core CPU
 machine on the synthetic motion benchmark (built under OUT/data when --train/--test are not

@@ -23,9 +23,9 @@ from orchestration.experiment import load_config
 from orchestration.pretrain import run_pretraining
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.toml"
-# A smaller benchmark than the ablations' (128 train / 48 test videos of 96 frames), so that the
-# whole demo takes a few minutes on a 2-core machine.
-DEMO_BENCHMARK = MotionBenchmark(train_per_class=16, test_per_class=6, frames=96)
+# A smaller draw of the ablations' benchmark (128 train / 48 test videos of 64 frames), so that
+# the whole demo takes a few minutes on a 2-core machine.
+DEMO_BENCHMARK = MotionBenchmark(train_per_class=16, test_per_class=6)
 CLEAR_MARGIN = 0.05  # top-1 and R@1 points over a random init: more than 48 test videos' noise
 
 
@@ -73,9 +73,9 @@ def run_demo(workdir: Path, overrides: list[str] = ()) -> dict:
     if min(margin["linear_top1"], margin["R@1"]) >= CLEAR_MARGIN:
         print("      pretraining beats a random init on the held-out videos")
     else:
-        print(f"      pretraining does not beat a random init by {CLEAR_MARGIN:.2f} here: on "
-              f"motion classes whose appearance is random, the objectives learn appearance "
-              f"(README, Results)")
+        print(f"      pretraining does not beat a random init by {CLEAR_MARGIN:.2f} at this "
+              f"budget: on this benchmark the full objective beats it after 600 steps of 16 "
+              f"videos (half an hour here), not after 120 (README, Results)")
     print(f"[5/5] MLflow runs (pretraining {run_id} and the evaluations); look at them with:\n"
           f"      mlflow ui --backend-store-uri {uri}", flush=True)
     return {**metrics, "evaluation": scores, "margin": margin,
