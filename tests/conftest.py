@@ -28,6 +28,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_mlflow_artifacts_in_the_current_directory():
+    """MLflow's default artifact root is ./mlruns: every experiment the project (or a test)
+    creates must keep its artifacts beside its store instead."""
+    stray = Path.cwd() / "mlruns"
+    before = set(stray.rglob("*")) if stray.exists() else set()
+    yield
+    left = (set(stray.rglob("*")) if stray.exists() else set()) - before
+    assert not left, f"the tests left MLflow artifacts in {stray}: {sorted(left)[:3]}"
+
+
 @pytest.fixture(scope="session")
 def videos(tmp_path_factory) -> Path:
     """Two motion classes of three videos each, plus one bad file of every kind."""

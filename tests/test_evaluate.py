@@ -15,6 +15,7 @@ from orchestration import evaluate
 from orchestration.evaluate import cached_features, run_evaluation
 from orchestration.experiment import load_config
 from orchestration.finetune import FinetuneConfig
+from orchestration.tracking import experiment_id
 from pipeline.config import AugmentConfig
 
 CTRLAUG = str(Path(sys.executable).parent / "ctrlaug")
@@ -35,7 +36,7 @@ def test_features_are_ten_clips_per_video_and_cached(shards, tmp_path):
 def test_linear_and_retrieval_are_logged_and_linked_to_the_pretraining_run(shards, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
-    parent = client.create_run(client.create_experiment("ctrlaug-pretrain")).info.run_id
+    parent = client.create_run(experiment_id(client, "ctrlaug-pretrain")).info.run_id
     torch.manual_seed(0)
     # The same videos as VP9 (queries) and as JPEG frames (gallery): each query's nearest
     # neighbour is itself, so retrieval must be perfect even with a random encoder.
@@ -71,7 +72,7 @@ def test_an_encoder_logged_to_mlflow_loads_back_by_model_uri(tmp_path):
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
-    run_id = client.create_run(client.create_experiment("x")).info.run_id
+    run_id = client.create_run(experiment_id(client, "x")).info.run_id
     torch.manual_seed(0)
     encoder = R3D18(width=4)
     RunLogger(uri, run_id).model(encoder, "encoder")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestration.tracking import git_commit, resolve_tracking_uri
+from orchestration.tracking import experiment_id, git_commit, resolve_tracking_uri
 
 
 def test_configured_uri_wins_over_the_environment(tmp_path, monkeypatch):
@@ -42,7 +42,7 @@ def test_logging_a_model_leaves_the_process_default_store_alone(tmp_path, monkey
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
-    run = client.create_run(client.create_experiment("e"))
+    run = client.create_run(experiment_id(client, "e"))
     RunLogger(uri, run.info.run_id).model(torch.nn.Linear(2, 2), "encoder")
     assert "MLFLOW_TRACKING_URI" not in os.environ
     assert resolve_tracking_uri("", str(tmp_path / "other")).endswith("other/mlflow.db")
