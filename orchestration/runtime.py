@@ -47,8 +47,12 @@ def connect_ray(address: str | None = None, **options) -> bool:
 
     if ray.is_initialized():
         return False
-    ray.init(address=address, include_dashboard=False,
-             runtime_env={"env_vars": forwarded_env()}, **options)
+    # The dashboard serves the state API, through which Ray Train's placement-group cleaner
+    # checks the controller (without it, a warning every few seconds and no cleanup). Ray
+    # Train's print patch would print each worker line twice (its log handler and a tee).
+    ray.init(address=address, include_dashboard=True,
+             runtime_env={"env_vars": {**forwarded_env(), "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},
+             **options)
     return True
 
 
