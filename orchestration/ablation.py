@@ -235,7 +235,7 @@ def run_job(job: Job, where: Where, threads: int = 0) -> dict:
     if threads:
         torch.set_num_threads(threads)
     started = time.perf_counter()
-    config, train, test = job.config, Path(where.train), Path(where.test)
+    config, train, test = job.config, where.train, where.test  # paths or URIs, as given
     encoder, nest_under = _encoder_after(job.row, config, job.seed, train, test, where.parent,
                                          where.num_classes)
     scores = run_evaluation(
