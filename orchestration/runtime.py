@@ -12,6 +12,8 @@ Ray is imported only inside RayRuntime, so the in-process path needs no cluster.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -33,9 +35,15 @@ FORWARDED_ENV = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TR
 
 
 def forwarded_env(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """The FORWARDED_ENV variables set in `environ` (default: this process's environment)."""
+    """The FORWARDED_ENV variables set in `environ` (default: this process's environment),
+    less those that a submitted job's runtime_env sets already (`ray job submit
+    --runtime-env-json`: the driver's environment then holds them, and Ray refuses a ray.init
+    that sets the same variable again)."""
     environ = os.environ if environ is None else environ
-    return {name: environ[name] for name in FORWARDED_ENV if name in environ}
+    job = json.loads(environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}"))
+    from_job = (job.get("runtime_env") or {}).get("env_vars") or {}
+    return {name: environ[name] for name in FORWARDED_ENV
+            if name in environ and name not in from_job}
 
 
 def connect_ray(address: str | None = None, **options) -> bool:
@@ -65,6 +73,17 @@ def quiet_train_logging() -> dict:
     if not hasattr(ray.train, "LoggingConfig"):
         return {}
     return {"logging_config": ray.train.LoggingConfig(log_level="WARNING")}
+
+
+def quiet_report_lines() -> None:
+    """In a Ray Train worker: keep Ray's "Reporting training result N: TrainingReport(...)"
+    line per report off the console. Ray 2.60 logs it at INFO on a logger named by its file's
+    path, outside "ray.train", so LoggingConfig's level (quiet_train_logging) misses it."""
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # a Ray without that module logs no such line
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
 class LocalRuntime:
@@ -108,6 +127,7 @@ class RayRuntime:
         import ray.train
         import ray.train.torch
 
+        quiet_report_lines()
         self.file = file
         context = ray.train.get_context()
         self.rank, self.world = context.get_world_rank(), context.get_world_size()

@@ -1,12 +1,18 @@
 """Shared test settings and fixtures.
 
 Tests marked `gpu` are skipped where no CUDA device exists. `videos` is a small folder dataset
-of real encoded videos (two motion classes) with one bad file of every kind.
+of real encoded videos (two motion classes) with one bad file of every kind. `s3` (moto's S3
+server) and `mlflow_server` are real servers on 127.0.0.1, one per test module that asks.
 """
 
 from __future__ import annotations
 
 import io
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -17,6 +23,27 @@ from preprocessing.config import PreprocessConfig
 from preprocessing.job import local_executor, run_preprocess
 from preprocessing.sources import list_dataset
 from preprocessing.synth import SynthConfig, synthesize
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    """Poll `url` until it answers; on timeout or exit of `process`, fail with its log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+    process.kill()
+    raise RuntimeError(f"{url} did not answer: {log.read_text()[-2000:]}")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -76,3 +103,45 @@ def ray_instance():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """moto's S3 server on a free port with bucket `shards`, and the standard AWS variables
+    pointing at it (for this process and every process it starts)."""
+    root = tmp_path_factory.mktemp("s3")
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    with open(root / "server.log", "w") as log:
+        server = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p",
+                                   endpoint.rsplit(":", 1)[1]], stdout=log,
+                                  stderr=subprocess.STDOUT)
+    wait_for(endpoint, server, root / "server.log", timeout=60)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                            "AWS_DEFAULT_REGION": "us-east-1",
+                            "AWS_ENDPOINT_URL": endpoint}.items():
+            patch.setenv(name, value)
+        import boto3  # comes with moto; reads the same environment
+
+        boto3.client("s3").create_bucket(Bucket="shards")
+        yield "s3://shards"
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """`mlflow server` on 127.0.0.1 with its own store and artifact root, stopped after the
+    module."""
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"http://127.0.0.1:{free_port()}"
+    with open(root / "server.log", "w") as log:
+        process = subprocess.Popen(
+            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port",
+             uri.rsplit(":", 1)[1], "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+             "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT)
+    wait_for(uri + "/health", process, root / "server.log")
+    yield uri
+    process.terminate()
+    process.wait(timeout=30)

@@ -1,15 +1,13 @@
 """Shards in an object store: preprocess, verify, inspect, resume and train from s3:// URIs,
-against a real S3-compatible server (moto) on 127.0.0.1, credentials from the environment."""
+against a real S3-compatible server (moto, conftest.s3) on 127.0.0.1, credentials from the
+environment."""
 
 from __future__ import annotations
 
 import io
 import json
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -26,35 +24,6 @@ from preprocessing.summary import summarize_shards
 from preprocessing.verify import verify_shards
 
 BIN = Path(sys.executable).parent
-
-
-@pytest.fixture(scope="module")
-def s3():
-    """moto's S3 server on a free port, with the standard AWS variables pointing at it."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(endpoint, timeout=1)
-            break
-        except OSError:
-            time.sleep(0.2)
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                            "AWS_DEFAULT_REGION": "us-east-1",
-                            "AWS_ENDPOINT_URL": endpoint}.items():
-            patch.setenv(name, value)
-        import boto3  # comes with moto; reads the same environment
-
-        boto3.client("s3").create_bucket(Bucket="shards")
-        yield "s3://shards"
-    server.terminate()
-    server.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -57,3 +57,18 @@ def test_ray_workers_get_the_tracking_and_object_store_credentials():
     assert forwarded_env(environ) == {"MLFLOW_TRACKING_TOKEN": "t",
                                       "MLFLOW_TRACKING_USERNAME": "u",
                                       "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
+
+
+def test_a_submitted_job_keeps_the_variables_its_runtime_env_sets():
+    import json
+
+    from orchestration.runtime import forwarded_env
+
+    # `ray job submit --runtime-env-json '{"env_vars": {...}}'`: the driver's environment holds
+    # the job's variables and Ray refuses a ray.init that sets one of them again.
+    job = {"runtime_env": {"env_vars": {"AWS_ACCESS_KEY_ID": "k"}, "working_dir": "."}}
+    environ = {"AWS_ACCESS_KEY_ID": "k", "MLFLOW_TRACKING_TOKEN": "t",
+               "RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps(job)}
+    assert forwarded_env(environ) == {"MLFLOW_TRACKING_TOKEN": "t"}
+    assert forwarded_env({**environ, "RAY_JOB_CONFIG_JSON_ENV_VAR": "{}"}) == {
+        "AWS_ACCESS_KEY_ID": "k", "MLFLOW_TRACKING_TOKEN": "t"}
