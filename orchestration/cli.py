@@ -221,7 +221,8 @@ def _add_data_commands(commands) -> None:
     pre = commands.add_parser("preprocess", help="transcode a video dataset into Parquet shards")
     pre.add_argument("--dataset", required=True,
                      choices=["kinetics400", "ucf101", "hmdb51", "diving48", "folder"])
-    pre.add_argument("--videos", type=Path, required=True, help="folder holding the videos")
+    pre.add_argument("--videos", required=True, help="folder holding the videos (path or "
+                                                     "s3:// / gs:// URI)")
     pre.add_argument("--annotations", type=Path,
                      help="CSV file or folder (kinetics400), split-file folder (ucf101, "
                           "hmdb51), JSON folder (diving48)")

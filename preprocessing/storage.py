@@ -79,6 +79,17 @@ class Folder:
         return sorted(posixpath.join(folder, n) if folder else n
                       for n in names if fnmatch.fnmatchcase(n, pattern))
 
+    def files(self) -> list[str]:
+        """Names (relative to this folder, "a/b") of every file under it at any depth,
+        sorted; none when the folder does not exist."""
+        selector = pafs.FileSelector(self.path, recursive=True, allow_not_found=True)
+        return sorted(posixpath.relpath(info.path, self.path)
+                      for info in self.fs.get_file_info(selector)
+                      if info.type == pafs.FileType.File)
+
+    def is_folder(self) -> bool:
+        return self.fs.get_file_info(self.path).type == pafs.FileType.Directory
+
     def subfolders(self, pattern: str = "*") -> list[str]:
         """Names of the folders directly in this one matching the pattern, sorted."""
         selector = pafs.FileSelector(self.path, allow_not_found=True)
@@ -92,6 +103,11 @@ class Folder:
 
     def read_text(self, name: str) -> str:
         return self.read_bytes(name).decode()
+
+    def download(self, name: str, target: Path) -> None:
+        """Copy file `name` to the local path `target`, streamed."""
+        pafs.copy_files(self._at(name), str(target), source_filesystem=self.fs,
+                        destination_filesystem=pafs.LocalFileSystem())
 
     def open_input(self, name: str) -> pa.NativeFile:
         """A random-access file (what Parquet readers need)."""

@@ -13,6 +13,8 @@ same libraries:
 
 Frames are counted as they leave the filter graph, i.e. by decoding, never from container
 metadata. A file that cannot become a usable payload raises `VideoRejected` with the reason.
+A source in an object store (an s3:// / gs:// URI) is first copied to a temporary local file,
+deleted after, so every container format reads as from a disk (seeks included).
 
 Encoder settings (documented here, recorded in the manifest through PreprocessConfig):
 - keyframe_interval frames per GOP (default 16, one clip): a clip starting anywhere needs at most
@@ -27,6 +29,9 @@ Encoder settings (documented here, recorded in the manifest through PreprocessCo
 from __future__ import annotations
 
 import io
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -37,6 +42,7 @@ import numpy as np
 from PIL import Image
 
 from preprocessing.config import PreprocessConfig
+from preprocessing.storage import Folder, is_uri
 
 # Muxers write random ids and version strings unless asked to be reproducible.
 BITEXACT = {"fflags": "+bitexact"}
@@ -148,6 +154,34 @@ def _check_readable(path: Path) -> None:
         raise VideoRejected("empty file (0 bytes)")
 
 
+def _reason(error: av.FFmpegError) -> str:
+    """FFmpeg's message without the file name (the rejection records the source's location;
+    a temporary copy's name would mean nothing)."""
+    return f"[Errno {error.errno}] {error.strerror}" if error.strerror else str(error)
+
+
+@contextmanager
+def _local_source(location: Path | str) -> Iterator[Path]:
+    """The source as a readable local file: `location` itself, or a temporary copy of an
+    object-store file; VideoRejected when it is missing, empty or unreadable."""
+    if not is_uri(location):
+        _check_readable(Path(location))
+        yield Path(location)
+        return
+    parent, name = str(location).rsplit("/", 1)
+    folder = Folder(parent)
+    with tempfile.TemporaryDirectory(prefix="ctrlaug-source-") as scratch:
+        local = Path(scratch) / name
+        try:
+            if not folder.is_file(name):
+                raise VideoRejected("missing file")
+            folder.download(name, local)
+        except OSError as error:
+            raise VideoRejected(f"unreadable object: {error}") from None
+        _check_readable(local)
+        yield local
+
+
 def _declared_seconds(container: av.container.InputContainer, stream: av.video.VideoStream
                       ) -> float | None:
     if stream.duration is not None and stream.time_base is not None:
@@ -157,18 +191,24 @@ def _declared_seconds(container: av.container.InputContainer, stream: av.video.V
     return None
 
 
-def transcode(path: Path, config: PreprocessConfig,
+def transcode(path: Path | str, config: PreprocessConfig,
               frame_range: tuple[int, int] | None = None) -> Transcoded:
-    """Transcode `path` per `config`; frame_range = (first, last) source frames, inclusive.
+    """Transcode `path` (a local path or an object-store URI) per `config`; frame_range =
+    (first, last) source frames, inclusive.
 
     Raises VideoRejected with the reason when the file is missing, empty, unreadable, has no
     video stream, fails to decode, is truncated, or yields fewer than config.min_frames frames.
     """
-    _check_readable(path)
+    with _local_source(path) as local:
+        return _transcode_file(local, config, frame_range)
+
+
+def _transcode_file(path: Path, config: PreprocessConfig,
+                    frame_range: tuple[int, int] | None) -> Transcoded:
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except av.FFmpegError as error:
-        raise VideoRejected(f"not a readable video container: {error}") from None
+        raise VideoRejected(f"not a readable video container: {_reason(error)}") from None
     with container:
         if not container.streams.video:
             raise VideoRejected("no video stream (audio-only or not a video)")
@@ -191,7 +231,8 @@ def transcode(path: Path, config: PreprocessConfig,
                 graph.vpush(frame)
                 _drain(graph, encoder)
         except av.FFmpegError as error:
-            raise VideoRejected(f"decode error after {index + 1} frames: {error}") from None
+            raise VideoRejected(f"decode error after {index + 1} frames: {_reason(error)}"
+                                ) from None
         if graph is None:
             raise VideoRejected("no decodable video frames")
         graph.vpush(None)

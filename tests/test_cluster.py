@@ -1,15 +1,16 @@
 """The user's commands, unchanged, on a two-node Ray cluster with every location remote.
 
 A head node and a second node (ray.cluster_utils.Cluster: two raylets on this machine, one CPU
-each), shards and run storage in an S3 bucket (conftest.s3, moto), MLflow on a tracking server
-(conftest.mlflow_server). The cluster starts without the user's credentials in its environment,
-as a remote cluster would: they reach its workers only as the project forwards them (or as a
-submitted job's runtime_env sets them). The commands run as subprocesses that find the cluster
-through RAY_ADDRESS: `ctrlaug preprocess --ray` writes the shards into the bucket, `ctrlaug
-pretrain` trains one worker on each node, the second node's worker is killed with SIGKILL
-mid-run and the job resumes from its last checkpoint in the bucket, in the same MLflow run;
-`ctrlaug evaluate` reads the checkpoint and the shards from the bucket. Last, the same pretrain
-command is submitted as a Ray job (`ray job submit --runtime-env-json`), as README describes.
+each), raw videos, shards and run storage in an S3 bucket (conftest.s3, moto), MLflow on a
+tracking server (conftest.mlflow_server). The cluster starts without the user's credentials in
+its environment, as a remote cluster would: they reach its workers only as the project forwards
+them (or as a submitted job's runtime_env sets them). The commands run as subprocesses that
+find the cluster through RAY_ADDRESS: `ctrlaug preprocess --ray` reads the raw videos from the
+bucket and writes shards into it, `ctrlaug pretrain` trains one worker on each node, the second
+node's worker is killed with SIGKILL mid-run and the job resumes from its last checkpoint in
+the bucket, in the same MLflow run; `ctrlaug evaluate` reads the checkpoint and the shards from
+the bucket. Last, the same pretrain command is submitted as a Ray job (`ray job submit
+--runtime-env-json`), as README describes.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pyarrow.fs as pafs
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -88,13 +90,17 @@ def train_workers(raylet: psutil.Process) -> list[psutil.Process]:
 
 @pytest.fixture(scope="module")
 def cluster_shards(cluster, s3, tmp_path_factory) -> str:
-    """16 motion videos preprocessed by Ray tasks on the cluster into the bucket."""
+    """16 motion videos, uploaded to the bucket, preprocessed by Ray tasks on the cluster
+    into shards in the bucket."""
     address, _, _ = cluster
     videos = tmp_path_factory.mktemp("cluster-videos")
     synthesize(videos, SynthConfig(classes=4, videos_per_class=4, frames=40, width=96,
                                    height=72))
+    s3fs, bucket = pafs.FileSystem.from_uri(s3)
+    pafs.copy_files(str(videos), f"{bucket}/raw-videos",
+                    source_filesystem=pafs.LocalFileSystem(), destination_filesystem=s3fs)
     uri = f"{s3}/cluster-shards"
-    output = finish(ctrlaug("preprocess", "--dataset", "folder", "--videos", str(videos),
+    output = finish(ctrlaug("preprocess", "--dataset", "folder", "--videos", f"{s3}/raw-videos",
                             "--out", uri, "--format", "frames", "--videos-per-shard", "4",
                             "--task-videos", "2", "--ray", address=address))
     assert f"{uri}: 16 videos in 4 shards" in output

@@ -99,3 +99,42 @@ def test_a_job_stored_in_the_object_store_trains_checkpoints_and_resumes(s3_shar
     with pytest.raises(ValueError, match="is an object store: give run.tracking_uri"):
         run_pretraining(load_config(None, [f"--data.shards={shards}", "--data.batch_size=2",
                                            f"--run.storage_path={s3}/runs"]))
+
+
+def test_raw_videos_in_the_object_store_shard_like_the_same_videos_on_disk(s3, videos,
+                                                                          tmp_path):
+    import pyarrow.parquet as pq
+
+    from preprocessing.storage import Folder
+
+    s3fs, bucket = pafs.FileSystem.from_uri(s3)
+    pafs.copy_files(str(videos), f"{bucket}/raw", source_filesystem=pafs.LocalFileSystem(),
+                    destination_filesystem=s3fs)
+    config = PreprocessConfig(payload="frames", videos_per_shard=2)
+    listing = list_dataset("folder", f"{s3}/raw")
+    assert all(str(v.path).startswith(f"{s3}/raw/") for v in listing.videos)
+    remote = run_preprocess(listing, config, f"{s3}/from-raw", local_executor(2),
+                            log=io.StringIO())
+    local = run_preprocess(list_dataset("folder", videos), config, tmp_path / "local",
+                           local_executor(1), log=io.StringIO())
+
+    def rejections(folder):
+        table = pq.read_table(Folder(folder).open_input(remote["rejected_file"]))
+        return sorted(zip(table["video_id"].to_pylist(), table["reason"].to_pylist(),
+                          strict=True))
+
+    assert remote["num_videos"] == local["num_videos"] == 6
+    assert rejections(f"{s3}/from-raw") == rejections(tmp_path / "local")  # same reasons
+    assert verify_shards(f"{s3}/from-raw", sample=2).ok
+    shards = ShardDataset.open(f"{s3}/from-raw")
+    assert len(shards) == 6
+    missing = list_dataset("folder", f"{s3}/raw")
+    rejected = {video_id for video_id, _ in rejections(f"{s3}/from-raw")}
+    gone = next(v for v in missing.videos if v.video_id not in rejected)
+    s3fs.delete_file(str(gone.path).removeprefix("s3://"))  # deleted after the listing
+    again = run_preprocess(missing, config, f"{s3}/after-delete", local_executor(1),
+                           log=io.StringIO())
+    assert again["num_videos"] == 5 and again["num_rejected"] == remote["num_rejected"] + 1
+    assert (gone.video_id, "missing file") in rejections(f"{s3}/after-delete")
+    with pytest.raises(Exception, match="does not exist or is not a folder"):
+        list_dataset("folder", f"{s3}/no-such-folder")

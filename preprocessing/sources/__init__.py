@@ -23,9 +23,10 @@ from preprocessing.sources.ucf101 import list_ucf101
 DATASETS = ("kinetics400", "ucf101", "hmdb51", "diving48", "folder")
 
 
-def list_dataset(dataset: str, videos: Path, annotations: Path | None = None,
+def list_dataset(dataset: str, videos: Path | str, annotations: Path | None = None,
                  split: str | None = None, fold: int = 1) -> DatasetListing:
-    """Parse a dataset's annotations; raises AnnotationError before any video is read."""
+    """Parse a dataset's annotations; raises AnnotationError before any video is read.
+    videos: a local folder or an s3:// / gs:// URI; annotations: local files."""
     if dataset not in DATASETS:
         raise AnnotationError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     if dataset == "folder":

@@ -18,6 +18,7 @@ from preprocessing.sources.listing import (
     SourceVideo,
     finish,
     index_files,
+    located,
 )
 
 FIELDS = ("vid_name", "label", "start_frame", "end_frame")
@@ -38,7 +39,8 @@ def _find(annotations: Path, word: str) -> Path:
     return matches[0]
 
 
-def list_diving48(videos: Path, annotations: Path, split: str | None = None) -> DatasetListing:
+def list_diving48(videos: Path | str, annotations: Path,
+                  split: str | None = None) -> DatasetListing:
     vocab_path = _find(annotations, "vocab")
     vocab = _load_json(vocab_path)
     if not isinstance(vocab, list) or not all(isinstance(v, list) for v in vocab):
@@ -67,7 +69,7 @@ def list_diving48(videos: Path, annotations: Path, split: str | None = None) -> 
             video_id = str(entry["vid_name"])
             source = by_stem.get(video_id)
             if source is None:
-                rejected.append(Rejection(str(videos / f"{video_id}.*"), video_id, split_name,
+                rejected.append(Rejection(located(videos, f"{video_id}.*"), video_id, split_name,
                                           "no file for this annotation row"))
                 continue
             found.append(SourceVideo(video_id, source, label, classes[label], split_name,

@@ -18,7 +18,7 @@ from preprocessing.sources.listing import (
 )
 
 
-def list_folder(videos: Path, split: str = "train") -> DatasetListing:
+def list_folder(videos: Path | str, split: str = "train") -> DatasetListing:
     files = index_files(videos)
     classes = sorted({PurePosixPath(r).parts[0] for r in files if len(PurePosixPath(r).parts) == 2})
     if not classes:

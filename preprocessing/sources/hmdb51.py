@@ -17,13 +17,14 @@ from preprocessing.sources.listing import (
     SourceVideo,
     finish,
     index_files,
+    located,
 )
 
 SPLIT_FILE = re.compile(r"^(?P<cls>.+)_test_split(?P<fold>\d)\.txt$")
 SPLIT_NAMES = {"1": "train", "2": "test"}
 
 
-def list_hmdb51(videos: Path, annotations: Path, fold: int = 1,
+def list_hmdb51(videos: Path | str, annotations: Path, fold: int = 1,
                 split: str | None = None) -> DatasetListing:
     split_files = sorted(p for p in annotations.glob(f"*_test_split{fold}.txt"))
     if not split_files:
@@ -50,7 +51,7 @@ def list_hmdb51(videos: Path, annotations: Path, fold: int = 1,
             video_id = f"{cls}/{PurePosixPath(name).stem}"
             source = files.get(f"{cls}/{name}") or by_name.get(name)
             if source is None:
-                rejected.append(Rejection(str(videos / cls / name), video_id, split_name,
+                rejected.append(Rejection(located(videos, f"{cls}/{name}"), video_id, split_name,
                                           "no file for this annotation row"))
                 continue
             found.append(SourceVideo(video_id, source, index[cls], cls, split_name))

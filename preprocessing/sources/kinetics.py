@@ -20,6 +20,7 @@ from preprocessing.sources.listing import (
     SourceVideo,
     finish,
     index_files,
+    located,
 )
 
 REQUIRED = ("youtube_id", "time_start", "time_end", "split")
@@ -49,7 +50,8 @@ def _read_rows(csv_path: Path) -> list[dict]:
         return rows
 
 
-def list_kinetics(videos: Path, annotations: Path, split: str | None = None) -> DatasetListing:
+def list_kinetics(videos: Path | str, annotations: Path,
+                  split: str | None = None) -> DatasetListing:
     csv_files = sorted(annotations.glob("*.csv")) if annotations.is_dir() else [annotations]
     if not csv_files or not all(path.is_file() for path in csv_files):
         raise AnnotationError(f"no Kinetics CSV found at {annotations}")
@@ -65,7 +67,7 @@ def list_kinetics(videos: Path, annotations: Path, split: str | None = None) -> 
         label = index[row["label"]] if row["label"] else UNLABELLED
         path = by_stem.get(video_id)
         if path is None:
-            rejected.append(Rejection(str(videos / f"{video_id}.*"), video_id, row["split"],
+            rejected.append(Rejection(located(videos, f"{video_id}.*"), video_id, row["split"],
                                       "no file for this annotation row"))
             continue
         found.append(SourceVideo(video_id, path, label, row["label"], row["split"]))

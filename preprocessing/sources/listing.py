@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from preprocessing.storage import Folder, is_uri
+
 UNLABELLED = -1  # label of rows without one (for example Kinetics test CSVs)
 
 
@@ -20,10 +22,11 @@ class AnnotationError(ValueError):
 
 @dataclass(frozen=True)
 class SourceVideo:
-    """One input video. frame_range = (first, last) source frames to keep, inclusive."""
+    """One input video: path is a local Path or an object-store URI (str).
+    frame_range = (first, last) source frames to keep, inclusive."""
 
     video_id: str
-    path: Path
+    path: Path | str
     label: int
     label_name: str
     split: str
@@ -54,8 +57,16 @@ class DatasetListing:
         return len(self.videos) + len(self.rejected)
 
 
-def index_files(root: Path) -> dict[str, Path]:
-    """Every non-hidden file under root, keyed by its path relative to root (POSIX)."""
+def index_files(root: Path | str) -> dict[str, Path | str]:
+    """Every non-hidden file under root (a local folder, or an s3:// / gs:// URI), keyed by its
+    path relative to root (POSIX); the values are local Paths, or the files' URIs."""
+    if is_uri(root):
+        folder = Folder(root)
+        if not folder.is_folder():
+            raise AnnotationError(f"videos folder {root} does not exist or is not a folder")
+        return {relative: f"{folder.uri}/{relative}" for relative in folder.files()
+                if not any(part.startswith(".") for part in relative.split("/"))}
+    root = Path(root)
     if not root.is_dir():
         raise AnnotationError(f"videos folder {root} does not exist or is not a folder")
     files = {}
@@ -64,6 +75,11 @@ def index_files(root: Path) -> dict[str, Path]:
         if path.is_file() and not any(part.startswith(".") for part in relative.parts):
             files[relative.as_posix()] = path
     return files
+
+
+def located(root: Path | str, relative: str) -> str:
+    """root/relative as text, for a local folder or a URI (where a rejection points)."""
+    return f"{str(root).rstrip('/')}/{relative}" if is_uri(root) else str(Path(root) / relative)
 
 
 def finish(dataset: str, classes: list[str], videos: list[SourceVideo],

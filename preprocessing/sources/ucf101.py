@@ -37,7 +37,7 @@ def _read_class_index(path: Path) -> list[str]:
     return [entries[i] for i in range(1, len(entries) + 1)]
 
 
-def list_ucf101(videos: Path, annotations: Path, fold: int = 1,
+def list_ucf101(videos: Path | str, annotations: Path, fold: int = 1,
                 split: str | None = None) -> DatasetListing:
     classes = _read_class_index(annotations / "classInd.txt")
     by_lower_name = {name.lower(): i for i, name in enumerate(classes)}
