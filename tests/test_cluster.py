@@ -145,6 +145,10 @@ def test_the_commands_run_on_two_nodes_from_the_bucket_and_survive_a_killed_work
          "--storage-path", str(tmp_path)], text=True, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT))
     assert "linear_top1" in evaluation and "R@1" in evaluation
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    (evaluation_run,) = client.search_runs(
+        experiments, filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
+    assert evaluation_run.data.params["protocols"] == "linear,retrieval"  # nested, with params
 
 
 def test_the_pretrain_command_runs_as_a_submitted_ray_job_with_its_runtime_env(
