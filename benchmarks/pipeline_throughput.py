@@ -2,7 +2,8 @@
 
 Synthesizes a dataset, preprocesses it into both payload formats, then iterates one epoch of
 the pretraining loader (global view + K=4 local clips per video, full augmentation) for every
-requested (format, backend, device) and prints videos/s and the ratio to the reference loader.
+requested (format, backend, device) and prints videos/s, the ratio to the reference loader and
+the loader's host-side cost per video (everything but the decode backend's run).
 Runs on the CPU machines (DALI CPU vs PyAV) and on a GPU host (add --devices gpu; the host needs
 DALI and PyAV, see ../shared/tools/device-wheels.sh). Kept well under 5 minutes by default.
 
@@ -29,10 +30,16 @@ from preprocessing.sources import list_dataset
 from preprocessing.synth import SynthConfig, synthesize
 
 
-def epoch_rate(shards: Path, backend: str, device: str, batch_size: int, threads: int) -> float:
+def epoch_rate(shards: Path, backend: str, device: str, batch_size: int, threads: int
+               ) -> tuple[float, float]:
+    """(videos/s, host milliseconds per video) over the second of two epochs: the first
+    builds the graph and checks every payload once (LoaderStats.host_seconds: sampling,
+    reading, packing, building inputs, assembling, on the loader's one producer thread)."""
     loader = build_pretrain_loader(shards, batch_size, device=device, backend=backend,
                                    num_threads=threads, levels_per_batch=8, prefetch=2)
-    next(iter(loader))  # build the graph and warm caches outside the timing
+    for _ in loader:
+        pass
+    loader.set_epoch(1)
     start = time.perf_counter()
     videos = 0
     for batch in loader:
@@ -41,7 +48,7 @@ def epoch_rate(shards: Path, backend: str, device: str, batch_size: int, threads
         torch.cuda.synchronize()
     if loader.stats.skipped:
         raise RuntimeError(f"skipped videos: {loader.stats.skipped}")
-    return videos / (time.perf_counter() - start)
+    return videos / (time.perf_counter() - start), 1e3 * loader.stats.host_seconds / videos
 
 
 def main() -> int:
@@ -69,13 +76,16 @@ def main() -> int:
                            shards, local_executor(args.threads), log=io.StringIO())
             baseline = None
             if not args.skip_reference:
-                baseline = epoch_rate(shards, "reference", "cpu", args.batch_size, args.threads)
+                baseline, _ = epoch_rate(shards, "reference", "cpu", args.batch_size,
+                                         args.threads)
                 print(f"{payload:6s} reference (PyAV + numpy) {baseline:7.2f} videos/s")
             for device in args.devices.split(","):
-                rate = epoch_rate(shards, "dali", device, args.batch_size, args.threads)
+                rate, host_ms = epoch_rate(shards, "dali", device, args.batch_size,
+                                           args.threads)
                 ratio = f"  {rate / baseline:5.2f}x the reference" if baseline else ""
-                print(f"{payload:6s} DALI {device:3s}               {rate:7.2f} videos/s{ratio}",
-                      flush=True)
+                print(f"{payload:6s} DALI {device:3s}               {rate:7.2f} videos/s{ratio}"
+                      f"  host {host_ms:.2f} ms/video (one thread feeds "
+                      f"{1e3 / host_ms:.0f} videos/s)", flush=True)
     return 0
 
 

@@ -81,12 +81,19 @@ class ClipBatch:
 
 @dataclass
 class LoaderStats:
-    """Counters for the current epoch: videos delivered, skipped (id, reason), time waited."""
+    """Counters for the current epoch: videos delivered, skipped (id, reason), time the
+    consumer waited; and the producer's time split into `render_seconds` (decoding and
+    augmenting proper: DALI's pipeline run, or the reference renderer's threads) and
+    `host_seconds` (the rest: sampling views, reading rows, checking payloads, packing
+    parameters, building the backend's inputs, copying its outputs, assembling the batch), so
+    host_seconds / videos is what the loader's one producer thread spends on a video."""
 
     videos: int = 0
     batches: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     wait_seconds: float = 0.0
+    render_seconds: float = 0.0
+    host_seconds: float = 0.0
 
 
 class ReferenceViews:
@@ -96,6 +103,7 @@ class ReferenceViews:
     def __init__(self, size: int, jitter: bool, threads: int = 1) -> None:
         self.size, self.jitter = size, jitter
         self.pool = ThreadPoolExecutor(max_workers=max(1, threads))
+        self.render_seconds = 0.0  # time in the renderer's threads (LoaderStats)
 
     def reset(self) -> None:
         pass
@@ -106,7 +114,10 @@ class ReferenceViews:
             return render_sample(payloads[i], codecs[i], frame_indices[i], rows[i], self.size,
                                  self.jitter)
 
-        return torch.from_numpy(np.stack(list(self.pool.map(render, range(len(payloads))))))
+        start = time.perf_counter()
+        rendered = list(self.pool.map(render, range(len(payloads))))
+        self.render_seconds += time.perf_counter() - start
+        return torch.from_numpy(np.stack(rendered))
 
 
 SampleViews = Callable[[ShardDataset, np.ndarray, int, int], ViewParams]
@@ -260,12 +271,18 @@ class VideoLoader:
                     return
                 if batch_index < start_batch:  # resuming mid-epoch: nothing is read
                     continue
+                start, rendered = time.perf_counter(), self.views.render_seconds
                 views = self.sample_views(self.dataset, rows, batch_index, self.epoch)
                 keep, frames = self._render(rows, views)
-                if frames is None:
-                    continue
-                views = views.map(lambda f, keep=keep: f[keep])
-                out.put(self.assemble(frames.to(self.device), views, self.dataset, rows[keep]))
+                if frames is not None:
+                    views = views.map(lambda f, keep=keep: f[keep])
+                    batch = self.assemble(frames.to(self.device), views, self.dataset,
+                                          rows[keep])
+                render = self.views.render_seconds - rendered
+                self.stats.render_seconds += render
+                self.stats.host_seconds += time.perf_counter() - start - render
+                if frames is not None:
+                    out.put(batch)
         except BaseException as error:  # hand the failure to the consumer
             out.put(error)
         finally:

@@ -165,3 +165,18 @@ def test_payload_checks_catch_what_dali_must_not_see(shards):
     noisy = good_frames[0][:300] + noise + b"\xff\xd9"
     assert payload_problem([noisy], "cpu") is None  # a header check cannot see this ...
     assert "does not decode" in payload_problem([noisy], "cpu", full=True)  # ... full can
+
+
+@pytest.mark.parametrize("backend", ["dali", "reference"])
+def test_the_producer_time_splits_into_render_and_host_work(shards, backend):
+    import time
+
+    loader = build_pretrain_loader(shards["frames"], batch_size=2, levels_per_batch=2,
+                                   size=32, backend=backend, prefetch=1)
+    start = time.perf_counter()
+    videos = sum(len(batch.video_id) for batch in loader)
+    wall = time.perf_counter() - start
+    stats = loader.stats
+    assert videos == stats.videos == 6
+    assert stats.render_seconds > 0 and stats.host_seconds > 0
+    assert stats.render_seconds + stats.host_seconds <= wall  # one producer thread's time
