@@ -93,7 +93,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         finetune = FinetuneConfig(**_fields(args, FinetuneConfig))
         results = run_evaluation(args.protocol.split(","), encoder, args.train, args.test, uri,
                                  pretrain_run, args.storage_path / "feature-cache",
-                                 backend=finetune.backend, finetune=finetune, augment=augment)
+                                 backend=finetune.backend, finetune=finetune, augment=augment,
+                                 device="gpu" if finetune.gpu else "cpu")
     except (TypeError, ValueError, OSError, TrackingUnavailable) as error:
         print(f"ctrlaug evaluate: {error}", file=sys.stderr)
         return 2
@@ -277,6 +278,9 @@ def _add_data_commands(commands) -> None:
     # The finetune protocol's settings (defaults: FinetuneConfig in orchestration/finetune.py,
     # not imported here: it needs torch, and `ctrlaug --help` should not).
     evaluate.add_argument("--backend", help="decode backend: dali (default) or reference")
+    evaluate.add_argument("--gpu", action="store_true",
+                          help="decode and encode on the GPU (features, and finetuning "
+                               "workers with one GPU each, NCCL, bf16)")
     for field, kind in (("epochs", int), ("lr", float), ("weight_decay", float),
                         ("batch_size", int), ("workers", int)):
         evaluate.add_argument("--" + field.replace("_", "-"), dest=field, type=kind,

@@ -3,7 +3,8 @@
 Features: every video's N uniformly spaced clips (default 10), centre crop, no jitter
 (`build_eval_loader`, with the clip length, size and clip extent of the pretraining's augment
 config), encoded with f and pooled to (N, 512); they are computed once per (encoder, shard
-folder, view settings) and cached beside the job (`features-*.pt`).
+folder, view settings) and cached beside the job (`features-*.pt`). With device "gpu" the clips
+are decoded by DALI on the GPU and encoded there under bf16 autocast.
 
 - Linear probe: the encoder is frozen; a linear classifier is trained on the clip features of
   the train videos (each of the N clips is one training example), then every test video is
@@ -61,18 +62,25 @@ class Features:
 
 @torch.no_grad()
 def extract_features(encoder: R3D18, shards: Path, clips: int = 10, batch_size: int = 8,
-                     backend: str = "dali", augment: AugmentConfig | None = None) -> Features:
-    encoder.eval()
+                     backend: str = "dali", augment: AugmentConfig | None = None,
+                     device: str = "cpu") -> Features:
+    """Pooled clip features of every video; device "cpu" or "gpu" (decode and encode there;
+    the features come back to the CPU in float32)."""
+    from orchestration.finetune import autocast
+
+    target = torch.device("cuda", 0) if device == "gpu" else torch.device("cpu")
+    encoder = encoder.to(target).eval()
     loader = build_eval_loader(shards, batch_size, clips=clips, backend=backend, prefetch=2,
-                               config=augment or AugmentConfig())
+                               config=augment or AugmentConfig(), device=device)
     parts, labels, ids, firsts = [], [], [], []
     for batch in loader:
         b, n = batch.frames.shape[:2]
-        maps = encoder.forward_clip(batch.frames.flatten(0, 1))  # (B*N, C, T, H, W)
-        parts.append(pool_features(maps).unflatten(0, (b, n)))  # (B, N, C)
-        labels.append(batch.label)
+        with autocast(target):
+            maps = encoder.forward_clip(batch.frames.flatten(0, 1))  # (B*N, C, T, H, W)
+        parts.append(pool_features(maps.float()).unflatten(0, (b, n)).cpu())  # (B, N, C)
+        labels.append(batch.label.cpu())
         ids += batch.video_id
-        firsts += [frames_to_uint8(batch.frames[i, 0])[0] for i in range(b)]
+        firsts += [frames_to_uint8(batch.frames[i, 0].cpu())[0] for i in range(b)]
     if loader.stats.skipped:
         print(f"skipped {len(loader.stats.skipped)} undecodable videos: "
               f"{loader.stats.skipped[:3]}")
@@ -80,9 +88,10 @@ def extract_features(encoder: R3D18, shards: Path, clips: int = 10, batch_size: 
 
 
 def cached_features(encoder: R3D18, shards: Path, cache: Path, clips: int = 10,
-                    backend: str = "dali", augment: AugmentConfig | None = None) -> Features:
+                    backend: str = "dali", augment: AugmentConfig | None = None,
+                    device: str = "cpu") -> Features:
     """extract_features, kept in `cache` under a key of the weights, the shard manifest and the
-    view settings."""
+    view settings (the device is not part of the key: it changes only rounding)."""
     augment = augment or AugmentConfig()
     digest = hashlib.sha256()
     for tensor in encoder.state_dict().values():
@@ -95,7 +104,8 @@ def cached_features(encoder: R3D18, shards: Path, cache: Path, clips: int = 10,
         saved = torch.load(path, weights_only=True)
         return Features(saved["clips"], saved["labels"], saved["video_id"],
                         saved["first_frames"].numpy())
-    features = extract_features(encoder, shards, clips, backend=backend, augment=augment)
+    features = extract_features(encoder, shards, clips, backend=backend, augment=augment,
+                                device=device)
     cache.mkdir(parents=True, exist_ok=True)
     torch.save({"clips": features.clips, "labels": features.labels,
                 "video_id": features.video_id,
@@ -209,13 +219,13 @@ def run_evaluation(protocols: list[str], encoder: R3D18, train_shards: Path, tes
                    tracking_uri: str, pretrain_run: str | None, cache: Path,
                    name: str = "evaluation", backend: str = "dali",
                    finetune: FinetuneConfig | None = None, augment: AugmentConfig | None = None,
-                   experiment_name: str = "ctrlaug-evaluate", tags: dict[str, str] | None = None
-                   ) -> dict:
+                   experiment_name: str = "ctrlaug-evaluate", tags: dict[str, str] | None = None,
+                   device: str = "cpu") -> dict:
     """Evaluate `encoder` with the protocols ("linear", "retrieval", "finetune"); log an
     MLflow run in `experiment_name` (a child of `pretrain_run` when given, with `tags`).
     augment: the view settings of the pretraining (clip length, size, clip extent).
     Finetuning runs on Ray Train with `finetune` (defaults when None); its Ray job folder is
-    kept beside `cache`."""
+    kept beside `cache`. device: where features are extracted ("cpu" or "gpu")."""
     from mlflow.entities import Param
     from mlflow.tracking import MlflowClient
 
@@ -231,8 +241,16 @@ def run_evaluation(protocols: list[str], encoder: R3D18, train_shards: Path, tes
         raise ValueError(f"unknown protocol(s) {unknown}; choose linear, retrieval, finetune")
     check_reachable(tracking_uri)
     classes = layout.read_manifest(train_shards)["classes"]
-    train = cached_features(encoder, train_shards, cache, backend=backend, augment=augment)
-    test = cached_features(encoder, test_shards, cache, backend=backend, augment=augment)
+    if device not in ("cpu", "gpu"):
+        raise ValueError(f"device must be cpu or gpu, got {device!r}")
+    if "gpu" in (device, "gpu" if finetune and finetune.gpu else "") and \
+            not torch.cuda.is_available():
+        raise ValueError("--gpu: this machine has no CUDA device")
+    train = cached_features(encoder, train_shards, cache, backend=backend, augment=augment,
+                            device=device)
+    test = cached_features(encoder, test_shards, cache, backend=backend, augment=augment,
+                           device=device)
+    encoder = encoder.cpu()  # finetuning takes the weights from here
     results: dict = {}
     client = MlflowClient(tracking_uri)
     experiment = experiment_id(client, experiment_name)
@@ -244,6 +262,7 @@ def run_evaluation(protocols: list[str], encoder: R3D18, train_shards: Path, tes
     run_id = run.info.run_id
     augment = augment or AugmentConfig()
     params = {"protocols": ",".join(protocols), "clips": 10, "backend": backend,
+              "device": device,
               "clip_frames": augment.clip_frames, "size": augment.size,
               "clip_extent": augment.clip_extent, "frame_stride": augment.frame_stride,
               "encoder_width": encoder.width,

@@ -7,10 +7,13 @@ cross-entropy, under DDP when there are several workers;
 every epoch is checkpointed, so a failed worker group restarts from the last epoch. Rank 0
 measures the test accuracy (10 clips per video, centre crop, softmax averaged) before training
 and after the last epoch, reports both, and logs them to the evaluation's MLflow run.
+With `gpu`, each worker has one GPU: DALI decodes there (mixed backends), DDP over NCCL, the
+forward pass under bf16 autocast; the same loop and checkpoints as on CPU.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,7 +37,8 @@ from preprocessing.validation import check_field_types, require
 class FinetuneConfig:
     """The finetuning protocol: epochs of Adam (cosine schedule from lr), weight decay, global
     batch_size split over Ray `workers` (or in this process, one worker, when ray is false),
-    restarts after up to max_failures failures, the decode backend."""
+    restarts after up to max_failures failures, the decode backend; gpu: one GPU per worker
+    (GPU decode, NCCL, bf16 autocast)."""
 
     epochs: int = 10
     lr: float = 3e-4
@@ -45,6 +49,7 @@ class FinetuneConfig:
     seed: int = 0
     backend: Literal["dali", "reference"] = "dali"
     ray: bool = True
+    gpu: bool = False
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -54,6 +59,13 @@ class FinetuneConfig:
                 f"batch_size ({self.batch_size}) must be >= workers ({self.workers}) >= 1")
         require(self.max_failures >= 0, "max_failures must be >= 0")
         require(self.ray or self.workers == 1, "ray = false runs one worker in this process")
+        require(not self.gpu or self.backend == "dali", "gpu decodes with the dali backend")
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on a GPU, nothing on the CPU."""
+    return (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+            else contextlib.nullcontext())
 
 
 class VideoClassifier(nn.Module):
@@ -71,13 +83,19 @@ class VideoClassifier(nn.Module):
 @torch.no_grad()
 def test_accuracy(model: nn.Module, test_shards: str, backend: str,
                   augment: AugmentConfig) -> dict[str, float]:
-    """Top-1 / top-5 of the mean clip softmax over 10 centre clips per test video."""
+    """Top-1 / top-5 of the mean clip softmax over 10 centre clips per test video (decoded
+    on the model's device)."""
     model.eval()
     probabilities, labels = [], []
     device = next(model.parameters()).device
-    for batch in build_eval_loader(test_shards, 8, backend=backend, config=augment):
+    loader = build_eval_loader(test_shards, 8, backend=backend, config=augment,
+                               device="gpu" if device.type == "cuda" else "cpu",
+                               device_id=device.index or 0)
+    for batch in loader:
         b, n = batch.frames.shape[:2]
-        logits = model(batch.frames.flatten(0, 1).to(device)).unflatten(0, (b, n))  # (B, N, C)
+        with autocast(device):
+            logits = model(batch.frames.flatten(0, 1).to(device))
+        logits = logits.float().unflatten(0, (b, n))  # (B, N, C)
         probabilities.append(average_clip_softmax(logits).cpu())
         labels.append(batch.label)
     model.train()
@@ -108,17 +126,21 @@ def finetune_loop(loop_config: dict, runtime: LocalRuntime | RayRuntime) -> None
     if rank == 0 and initial is None:
         initial = test_accuracy(plain, loop_config["test"], config.backend, augment)
     model = runtime.prepare(model)
+    device = runtime.device
     loader = build_supervised_loader(loop_config["train"], max(1, config.batch_size // world),
                                      rank=rank, world_size=world, seed=config.seed,
-                                     backend=config.backend, config=augment)
+                                     backend=config.backend, config=augment,
+                                     device="gpu" if device.type == "cuda" else "cpu",
+                                     device_id=device.index or 0)
     started = time.perf_counter()
     for epoch in range(start, config.epochs):
         loader.set_epoch(epoch)
         total, correct, seen = 0.0, 0, 0
         for batch in loader:
-            frames, labels = batch.frames[:, 0].to(runtime.device), batch.label.to(runtime.device)
-            logits = model(frames)  # (B, classes)
-            loss = F.cross_entropy(logits, labels)
+            frames, labels = batch.frames[:, 0].to(device), batch.label.to(device)
+            with autocast(device):
+                logits = model(frames)  # (B, classes)
+            loss = F.cross_entropy(logits.float(), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -145,7 +167,7 @@ def finetune_loop(loop_config: dict, runtime: LocalRuntime | RayRuntime) -> None
 
 def finetune_worker(loop_config: dict) -> None:
     """The Ray Train worker: the loop under RayRuntime."""
-    finetune_loop(loop_config, RayRuntime(False, FINETUNE_FILE))
+    finetune_loop(loop_config, RayRuntime(loop_config["finetune"]["gpu"], FINETUNE_FILE))
 
 
 def run_finetune(encoder: R3D18, num_classes: int, train_shards: Path, test_shards: Path,
@@ -162,8 +184,8 @@ def run_finetune(encoder: R3D18, num_classes: int, train_shards: Path, test_shar
     if config.ray:
         metrics = _fit_on_ray(loop_config, config, name, storage_path)
     else:
-        runtime = LocalRuntime(Path(storage_path).resolve() / name, torch.device("cpu"),
-                               FINETUNE_FILE)
+        device = torch.device("cuda", 0) if config.gpu else torch.device("cpu")
+        runtime = LocalRuntime(Path(storage_path).resolve() / name, device, FINETUNE_FILE)
         finetune_loop(loop_config, runtime)
         metrics = runtime.last_metrics
     return {key: metrics[key] for key in ("initial_top1", "initial_top5", "finetune_top1",
@@ -178,8 +200,8 @@ def _fit_on_ray(loop_config: dict, config: FinetuneConfig, name: str, storage_pa
     connect_ray()
     trainer = TorchTrainer(
         finetune_worker, train_loop_config=loop_config,
-        torch_config=TorchConfig(backend="gloo"),
-        scaling_config=ScalingConfig(num_workers=config.workers),
+        torch_config=TorchConfig(backend="nccl" if config.gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=config.gpu),
         run_config=RunConfig(name=name, storage_path=str(Path(storage_path).resolve()),
                              failure_config=FailureConfig(max_failures=config.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=1),

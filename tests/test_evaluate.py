@@ -33,6 +33,26 @@ def test_features_are_ten_clips_per_video_and_cached(shards, tmp_path):
     assert torch.equal(again.clips, first.clips) and cache_file.stat().st_mtime_ns == stamp
 
 
+@pytest.mark.gpu
+def test_gpu_features_match_the_cpu_features(shards, tmp_path):
+    torch.manual_seed(0)
+    encoder = R3D18(width=8)
+    on_cpu = evaluate.extract_features(encoder, shards["frames"])
+    on_gpu = evaluate.extract_features(encoder, shards["frames"], device="gpu")
+    assert on_gpu.clips.device.type == "cpu" and on_gpu.video_id == on_cpu.video_id
+    # bf16 autocast and nvJPEG vs libjpeg-turbo: close, not equal
+    cosine = torch.nn.functional.cosine_similarity(on_gpu.clips, on_cpu.clips, dim=-1)
+    assert cosine.min() > 0.98
+
+
+def test_gpu_evaluation_without_a_gpu_is_a_clear_error(shards, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ValueError, match="no CUDA device"):
+        run_evaluation(["linear"], R3D18(width=4), shards["frames"], shards["frames"],
+                       f"sqlite:///{tmp_path / 'mlflow.db'}", None, tmp_path, device="gpu")
+
+
 def test_linear_and_retrieval_are_logged_and_linked_to_the_pretraining_run(shards, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)

@@ -37,3 +37,12 @@ def test_a_short_finetune_improves_over_the_initial_accuracy(two_classes, tmp_pa
                           FinetuneConfig(epochs=12, lr=3e-4, batch_size=4, workers=2),
                           "finetune-test", tmp_path)
     assert result["finetune_top1"] > result["initial_top1"]
+
+
+@pytest.mark.gpu
+def test_finetuning_on_gpu_workers_improves_over_the_initial_accuracy(two_classes, tmp_path):
+    torch.manual_seed(0)
+    result = run_finetune(R3D18(width=8), 2, two_classes, two_classes,
+                          FinetuneConfig(epochs=12, lr=3e-4, batch_size=4, workers=1, gpu=True),
+                          "finetune-gpu", tmp_path)
+    assert result["finetune_top1"] > result["initial_top1"]
