@@ -28,9 +28,14 @@ SETTINGS_FILE = "benchmark.json"
 
 @dataclass(frozen=True)
 class MotionBenchmark:
-    """Sizes of the benchmark: 384 train / 96 test videos of 64 frames (2.6 s at 25 fps),
+    """Sizes of the benchmark: 384 train / 384 test videos of 64 frames (2.6 s at 25 fps),
     128x96 pixels, stored with a short side of 72 (views are cropped and resized to 64x64 by the
     CPU configs), the object sizes and speeds of preprocessing.synth.SynthConfig.
+
+    The test draw is as large as the train draw because evaluation is cheap (features once per
+    encoder) and noise is not: with 96 test videos the standard error of a top-1 near 0.3 is
+    0.047, with 384 it is 0.023 (README, Results: the same encoder scored 0.250 on the earlier
+    96-video draw, test_seed 1, and 0.333 on this one, test_seed 2).
 
     Chosen by measurement (README, Results): supervised training of the width-8 R3D-18 through
     the project's loaders generalises to the held-out videos at these sizes, and with 64 frames
@@ -41,13 +46,13 @@ class MotionBenchmark:
 
     classes: int = 8
     train_per_class: int = 48
-    test_per_class: int = 12
+    test_per_class: int = 48
     frames: int = 64
     width: int = 128
     height: int = 96
     short_side: int = 72
     train_seed: int = 0
-    test_seed: int = 1
+    test_seed: int = 2
     appearances: int = 0
 
     def preprocess_config(self) -> PreprocessConfig:
