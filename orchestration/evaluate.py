@@ -243,7 +243,7 @@ def run_evaluation(protocols: list[str], encoder: R3D18, train_shards: Path, tes
     classes = layout.read_manifest(train_shards)["classes"]
     if device not in ("cpu", "gpu"):
         raise ValueError(f"device must be cpu or gpu, got {device!r}")
-    if "gpu" in (device, "gpu" if finetune and finetune.gpu else "") and \
+    if (device == "gpu" or (finetune is not None and finetune.gpu)) and \
             not torch.cuda.is_available():
         raise ValueError("--gpu: this machine has no CUDA device")
     train = cached_features(encoder, train_shards, cache, backend=backend, augment=augment,

@@ -68,6 +68,11 @@ def autocast(device: torch.device):
             else contextlib.nullcontext())
 
 
+def _decode_on(device: torch.device) -> dict:
+    """Loader options that decode where the model runs."""
+    return {"device": "gpu" if device.type == "cuda" else "cpu", "device_id": device.index or 0}
+
+
 class VideoClassifier(nn.Module):
     """Encoder f, global average pooling, a linear head: (B, 3, T, H, W) -> (B, classes)."""
 
@@ -89,8 +94,7 @@ def test_accuracy(model: nn.Module, test_shards: str, backend: str,
     probabilities, labels = [], []
     device = next(model.parameters()).device
     loader = build_eval_loader(test_shards, 8, backend=backend, config=augment,
-                               device="gpu" if device.type == "cuda" else "cpu",
-                               device_id=device.index or 0)
+                               **_decode_on(device))
     for batch in loader:
         b, n = batch.frames.shape[:2]
         with autocast(device):
@@ -130,8 +134,7 @@ def finetune_loop(loop_config: dict, runtime: LocalRuntime | RayRuntime) -> None
     loader = build_supervised_loader(loop_config["train"], max(1, config.batch_size // world),
                                      rank=rank, world_size=world, seed=config.seed,
                                      backend=config.backend, config=augment,
-                                     device="gpu" if device.type == "cuda" else "cpu",
-                                     device_id=device.index or 0)
+                                     **_decode_on(device))
     started = time.perf_counter()
     for epoch in range(start, config.epochs):
         loader.set_epoch(epoch)
