@@ -4,10 +4,18 @@ Synthesizes a dataset, preprocesses it into both payload formats, then iterates 
 the pretraining loader (global view + K=4 local clips per video, full augmentation) for every
 requested (format, backend, device) and prints videos/s, the ratio to the reference loader and
 the loader's host-side cost per video (everything but the decode backend's run).
+
+--ceiling adds, for `frames` payloads on the CPU, what the loader is measured against: the same
+epoch's JPEGs and view parameters read ahead into memory, then rendered (1) by a bare DALI
+graph of the loader's operators with constant parameters (pipeline.dali_graph.fixed_frame_graph,
+the decode-and-augment ceiling), (2) the same without the colour and blur operators, and (3) a
+Pillow + numpy renderer written for speed (below), on the same number of threads. (1)-(3) do no
+sampling and no reading, so the loader's ratios to them are lower bounds.
+
 Runs on the CPU machines (DALI CPU vs PyAV) and on a GPU host (add --devices gpu; the host needs
 DALI and PyAV, see ../shared/tools/device-wheels.sh). Kept well under 5 minutes by default.
 
-    .venv/bin/python benchmarks/pipeline_throughput.py                       # this machine
+    .venv/bin/python benchmarks/pipeline_throughput.py --ceiling             # this machine
     python benchmarks/pipeline_throughput.py --devices cpu,gpu --threads 16  # a GPU host
 """
 
@@ -19,11 +27,17 @@ import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image, ImageFilter
 
 from pipeline import build_pretrain_loader
+from pipeline.config import MEAN, STD, AugmentConfig
+from pipeline.packing import BLUR_SIGMA, FLIP, X0, X1, Y0, Y1, colour_affine, pack_view_params
 from preprocessing.config import PreprocessConfig
 from preprocessing.job import local_executor, run_preprocess
 from preprocessing.sources import list_dataset
@@ -51,6 +65,133 @@ def epoch_rate(shards: Path, backend: str, device: str, batch_size: int, threads
     return videos / (time.perf_counter() - start), 1e3 * loader.stats.host_seconds / videos
 
 
+@dataclass
+class FrameBatch:
+    """One batch's decode inputs, read ahead: jpegs (B*V*L,) uint8 arrays in (video, view,
+    frame) order, rows (B*V*L, PARAMS_WIDTH) each image's view parameters, shape (B, V, L)."""
+
+    jpegs: list[np.ndarray]
+    rows: np.ndarray
+    shape: tuple[int, int, int]
+
+
+def read_ahead(shards: Path, batch_size: int) -> list[FrameBatch]:
+    """The second epoch's batches of the pretraining loader (as epoch_rate times them), with
+    the loader's own sampling and reading, held in memory."""
+    loader = build_pretrain_loader(shards, batch_size, backend="reference", levels_per_batch=8,
+                                   epoch=1)
+    batches = []
+    for index, rows in enumerate(loader.batches()):
+        views = loader.sample_views(loader.dataset, rows, index, loader.epoch)
+        payloads = loader.reader.read(rows)
+        b, v, length = views.frame_indices.shape
+        jpegs = [np.frombuffer(payloads[i][frame], dtype=np.uint8)
+                 for i in range(b) for frame in views.frame_indices[i].reshape(-1)]
+        rows_per_image = np.repeat(pack_view_params(views).reshape(b * v, -1), length, axis=0)
+        batches.append(FrameBatch(jpegs, rows_per_image, (b, v, length)))
+    return batches
+
+
+def timed_second_pass(render, batches: list[FrameBatch]) -> float:
+    """videos/s of render(batch) over the batches, the second of two passes (the first
+    warms up allocators and thread pools)."""
+    for batch in batches:
+        render(batch)
+    start = time.perf_counter()
+    for batch in batches:
+        render(batch)
+    return sum(b.shape[0] for b in batches) / (time.perf_counter() - start)
+
+
+def bare_graph_rate(batches: list[FrameBatch], size: int, jitter: bool, threads: int) -> float:
+    """videos/s of fixed_frame_graph (the loader's operators, constant parameters)."""
+    from pipeline.dali_graph import fixed_frame_graph
+
+    pipe = fixed_frame_graph(size, jitter, jitter, "cpu", num_threads=threads, device_id=None,
+                             batch_size=max(len(b.jpegs) for b in batches),
+                             prefetch_queue_depth=1, exec_dynamic=True)
+    pipe.build()
+
+    def render(batch: FrameBatch) -> None:
+        pipe.feed_input("encoded", batch.jpegs)
+        (out,) = pipe.run()
+        out.as_array()
+
+    return timed_second_pass(render, batches)
+
+
+def pillow_view(jpegs: list[np.ndarray], row: np.ndarray, size: int) -> np.ndarray:
+    """One view as a plain loader written for speed would render it: L JPEGs and the view's
+    row -> (3, L, size, size) float32. Pillow crops and resizes in one call and blurs (before
+    the colour map, not after: both are linear but for the final clip), numpy applies the
+    colour map (brightness/contrast, hue/saturation: one affine map), flip and normalisation
+    to the whole clip."""
+    frames = []
+    for jpeg in jpegs:
+        image = Image.open(io.BytesIO(jpeg)).convert("RGB")
+        w, h = image.size
+        image = image.resize((size, size), Image.Resampling.BILINEAR,
+                             box=(row[X0] * w, row[Y0] * h, row[X1] * w, row[Y1] * h))
+        if row[BLUR_SIGMA] > 0:
+            image = image.filter(ImageFilter.GaussianBlur(float(row[BLUR_SIGMA])))
+        frames.append(np.asarray(image))
+    clip = np.stack(frames).astype(np.float32)  # (L, s, s, 3)
+    affine = colour_affine(row)
+    clip = np.clip(clip @ affine[:, :3].T + affine[:, 3], 0, 255)
+    if row[FLIP] > 0.5:
+        clip = clip[:, :, ::-1]
+    clip = (clip / 255.0 - np.array(MEAN, np.float32)) / np.array(STD, np.float32)
+    return np.ascontiguousarray(clip.transpose(3, 0, 1, 2))
+
+
+def pillow_rate(batches: list[FrameBatch], size: int, threads: int) -> float:
+    """videos/s of pillow_view over every view, one video per task on `threads` threads
+    (Pillow and numpy release the GIL for decoding, resizing, filtering and array maths)."""
+    pool = ThreadPoolExecutor(max_workers=threads)
+
+    def render(batch: FrameBatch) -> None:
+        _, v, length = batch.shape
+
+        def video(i: int) -> np.ndarray:
+            first = i * v * length
+            return np.stack([pillow_view(batch.jpegs[first + j * length:first + (j + 1) * length],
+                                         batch.rows[first + j * length], size)
+                             for j in range(v)])
+
+        np.stack(list(pool.map(video, range(batch.shape[0]))))
+
+    return timed_second_pass(render, batches)
+
+
+def print_ceiling(shards: Path, loader_rate: float, batch_size: int, threads: int,
+                  rounds: int) -> None:
+    """The loader's rate against the bare graph with and without colour/blur and Pillow, over
+    `rounds` rounds that alternate all four (the loader timed again from the second round on),
+    then the median of each and the median of the loader's per-round ratios."""
+    batches = read_ahead(shards, batch_size)
+    size = AugmentConfig().size
+    names = ("bare DALI graph, same operators", "bare DALI graph, no colour/blur",
+             "Pillow + numpy, written for speed")
+    measured: dict[str, list[float]] = {"loader": [], **{name: [] for name in names}}
+    for round_index in range(rounds):
+        if round_index:
+            loader_rate, _ = epoch_rate(shards, "dali", "cpu", batch_size, threads)
+        measured["loader"].append(loader_rate)
+        for name, rate in zip(names, (bare_graph_rate(batches, size, True, threads),
+                                      bare_graph_rate(batches, size, False, threads),
+                                      pillow_rate(batches, size, threads)), strict=True):
+            measured[name].append(rate)
+            print(f"frames {name:34s} {rate:7.2f} videos/s  the loader is "
+                  f"{loader_rate / rate:5.2f}x it" + (f"  (round {round_index + 1}, loader "
+                                                     f"{loader_rate:.2f})" if rounds > 1 else ""),
+                  flush=True)
+    if rounds > 1:
+        loader = measured["loader"]
+        print(f"median over {rounds} rounds: loader {np.median(loader):.2f} videos/s; " + "; ".join(
+            f"{name} {np.median(measured[name]):.2f} (loader "
+            f"{np.median(np.array(loader) / np.array(measured[name])):.2f}x)" for name in names))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=32)
@@ -60,6 +201,10 @@ def main() -> int:
     parser.add_argument("--formats", default="video,frames")
     parser.add_argument("--devices", default="cpu")
     parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="frames on the CPU: also the bare graph and a Pillow renderer")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="with --ceiling: alternate the four this many times (medians)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
@@ -86,6 +231,8 @@ def main() -> int:
                 print(f"{payload:6s} DALI {device:3s}               {rate:7.2f} videos/s{ratio}"
                       f"  host {host_ms:.2f} ms/video (one thread feeds "
                       f"{1e3 / host_ms:.0f} videos/s)", flush=True)
+                if args.ceiling and payload == "frames" and device == "cpu":
+                    print_ceiling(shards, rate, args.batch_size, args.threads, args.rounds)
     return 0
 
 

@@ -3,7 +3,8 @@
 The only module that imports DALI. Each graph reads top to bottom and applies, per view, exactly
 the packed parameter row the host sampler produced (pipeline.packing):
 
-    decode -> crop ROI + resize (bilinear, no antialias) -> brightness/contrast -> hue/saturation
+    decode -> crop ROI + resize (bilinear, no antialias) -> colour (brightness/contrast then
+           hue/saturation as one affine map of RGB, pipeline.packing.colour_affine)
            -> Gaussian blur -> flip + normalise (float, channels first)
 
 `video` payloads: `fn.decoders.video` decodes the sorted distinct frames that any of the V views
@@ -26,31 +27,20 @@ import torch
 from nvidia.dali import fn, pipeline_def, types
 
 from pipeline.config import MEAN, STD
-from pipeline.packing import (
-    BLUR_SIGMA,
-    BRIGHTNESS,
-    CONTRAST,
-    FLIP,
-    HUE,
-    PARAMS_WIDTH,
-    SATURATION,
-    X0,
-    X1,
-    Y0,
-    Y1,
-)
+from pipeline.packing import BLUR_SIGMA, FLIP, PARAMS_WIDTH, X0, X1, Y0, Y1, colour_affine
 
 
-def _augment(frames, row, size: int, jitter: bool, blur: bool, layout: str):
-    """Per-view ops on (F)HWC uint8 frames driven by one packed row (a per-sample DataNode)."""
-    # DALI's ROI follows the (H, W) layout: (y, x) points; its hue is in degrees.
+def _augment(frames, row, colour, size: int, jitter: bool, blur: bool, layout: str):
+    """Per-view ops on (F)HWC uint8 frames driven by one packed row and its colour_affine
+    (3, 4) (per-sample DataNodes; colour is None without jitter)."""
+    # DALI's ROI follows the (H, W) layout: (y, x) points.
     out = fn.resize(frames, size=[size, size], roi_start=fn.stack(row[Y0], row[X0]),
                     roi_end=fn.stack(row[Y1], row[X1]), roi_relative=True, antialias=False,
                     interp_type=types.INTERP_LINEAR)
     if jitter:
-        out = fn.brightness_contrast(out, brightness=row[BRIGHTNESS], contrast=row[CONTRAST],
-                                     contrast_center=128.0)
-        out = fn.hsv(out, hue=row[HUE] * 360.0, saturation=row[SATURATION])
+        # One pass over the pixels, rounded and clipped once (fn.brightness_contrast + fn.hsv,
+        # two passes, cost about twice as much on the CPU: BENCHMARKS.md).
+        out = fn.coord_transform(out, MT=colour, dtype=types.UINT8)
         if blur:
             out = fn.gaussian_blur(out, sigma=row[BLUR_SIGMA])
     return fn.crop_mirror_normalize(
@@ -62,29 +52,54 @@ def _augment(frames, row, size: int, jitter: bool, blur: bool, layout: str):
 def video_views_graph(views: int, clip_frames: int, size: int, jitter: bool, blur: bool,
                       decoder_device: str):
     """Per sample: encoded video, distinct sorted frames (U,), order (V*L,) into them,
-    rows (V, PARAMS_WIDTH) -> (V, C, L, s, s): the views stacked inside DALI (its threads
-    copy the samples in parallel; a torch.stack of V outputs on the host thread cost more
-    than all the other host work of a batch)."""
+    rows (V, PARAMS_WIDTH), colour (V, 3, 4) when jitter -> (V, C, L, s, s): the views
+    stacked inside DALI (its threads copy the samples in parallel; a torch.stack of V
+    outputs on the host thread cost more than all the other host work of a batch)."""
     encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
     distinct = fn.external_source(name="frames", dtype=types.INT32, ndim=1)
     order = fn.external_source(name="order", dtype=types.INT32, ndim=1)
     rows = fn.external_source(name="rows", dtype=types.FLOAT, ndim=2)
+    colour = fn.external_source(name="colour", dtype=types.FLOAT, ndim=3) if jitter else None
     decoded = fn.decoders.video(encoded, device=decoder_device, frames=distinct)  # (U,H,W,3)
     video = fn.sequence_rearrange(decoded, new_order=order)  # (V*L, H, W, 3)
     outputs = []
     for view in range(views):
         clip = video[view * clip_frames:(view + 1) * clip_frames]  # (L, H, W, 3)
-        outputs.append(_augment(clip, rows[view], size, jitter, blur, "CFHW"))
+        outputs.append(_augment(clip, rows[view], colour[view] if jitter else None, size,
+                                jitter, blur, "CFHW"))
     return fn.stack(*outputs, axis=0)
 
 
 @pipeline_def
 def frame_views_graph(size: int, jitter: bool, blur: bool, decoder_device: str):
-    """Per sample: one JPEG and its view's row (PARAMS_WIDTH,) -> (C, s, s)."""
+    """Per sample: one JPEG, its view's row (PARAMS_WIDTH,) and colour (3, 4) when jitter
+    -> (C, s, s)."""
     encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
     row = fn.external_source(name="rows", dtype=types.FLOAT, ndim=1)
+    colour = fn.external_source(name="colour", dtype=types.FLOAT, ndim=2) if jitter else None
     image = fn.decoders.image(encoded, device=decoder_device, output_type=types.RGB)
-    return _augment(image, row, size, jitter, blur, "CHW")
+    return _augment(image, row, colour, size, jitter, blur, "CHW")
+
+
+# fixed_frame_graph's colour: brightness 1.1, contrast 0.9, saturation 1.1, hue 0.05.
+FIXED_ROW = np.array([0, 0, 1, 1, 1, 1.1, 0.9, 1.1, 0.05, 1.0], dtype=np.float32)
+
+
+@pipeline_def
+def fixed_frame_graph(size: int, jitter: bool, blur: bool, decoder_device: str):
+    """The ceiling of frame_views_graph (benchmarks/pipeline_throughput.py --ceiling): the same
+    operators on one JPEG per sample, every parameter a constant instead of a per-sample row
+    (a 0.8 x 0.8 crop, mid-range jitter, sigma 1, mirrored) -> (C, s, s)."""
+    encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
+    out = fn.decoders.image(encoded, device=decoder_device, output_type=types.RGB)
+    out = fn.resize(out, size=[size, size], roi_start=[0.1, 0.1], roi_end=[0.9, 0.9],
+                    roi_relative=True, antialias=False, interp_type=types.INTERP_LINEAR)
+    if jitter:
+        out = fn.coord_transform(out, MT=colour_affine(FIXED_ROW).ravel().tolist(), dtype=types.UINT8)
+        if blur:
+            out = fn.gaussian_blur(out, sigma=1.0)
+    return fn.crop_mirror_normalize(out, mirror=1, dtype=types.FLOAT, output_layout="CHW",
+                                    mean=[m * 255 for m in MEAN], std=[s * 255 for s in STD])
 
 
 def _to_torch(tensor_list, device: torch.device) -> torch.Tensor:
@@ -157,6 +172,8 @@ class DaliViews:
             self.pipe.feed_input("frames", [d.astype(np.int32) for d in distinct])
             self.pipe.feed_input("order", [o.astype(np.int32) for o in order])
             self.pipe.feed_input("rows", [np.ascontiguousarray(r) for r in rows])
+            if self.jitter:
+                self.pipe.feed_input("colour", list(colour_affine(rows)))  # (V, 3, 4) each
             (views,) = self._run_pipeline()  # (B, V, 3, L, s, s)
             return views
         jpegs = [np.frombuffer(payloads[i][frame], dtype=np.uint8)
@@ -167,5 +184,8 @@ class DaliViews:
                               length, axis=0)
         self.pipe.feed_input("encoded", jpegs)
         self.pipe.feed_input("rows", per_image)
+        if self.jitter:
+            per_view = colour_affine(rows.reshape(b * v, PARAMS_WIDTH))  # (B*V, 3, 4)
+            self.pipe.feed_input("colour", np.repeat(per_view, length, axis=0))
         (out,) = self._run_pipeline()  # (B*V*L, 3, s, s)
         return out.reshape(b, v, length, 3, self.size, self.size).permute(0, 1, 3, 2, 4, 5)

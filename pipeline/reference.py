@@ -6,10 +6,8 @@ as the graph has:
 
     decode frames (PyAV for video payloads, Pillow for JPEG frames)
     -> crop the ROI and resize to size x size (bilinear, pixel centres, no antialiasing)
-    -> brightness/contrast: b * (128 + c * (x - 128))
-    -> saturation and hue: one linear map in RGB through YIQ (rotate I/Q by the hue angle, the
-       hue being a fraction of the circle, and scale them by the saturation), as DALI's hsv
-       operator does
+    -> colour: brightness/contrast b * (128 + c * (x - 128)), then saturation and hue (rotate
+       and scale YIQ's I/Q), as one affine map of RGB (pipeline.packing.colour_affine)
     -> Gaussian blur, radius ceil(3 sigma), mirrored borders (reflect-101)
     -> flip, then (x / 255 - MEAN) / STD, layout (C, L, H, W)
 
@@ -26,12 +24,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.config import MEAN, STD
-from pipeline.packing import BLUR_SIGMA, BOX, BRIGHTNESS, CONTRAST, FLIP, HUE, SATURATION
-
-RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114],
-                       [0.596, -0.274, -0.321],
-                       [0.211, -0.523, 0.311]])
-YIQ_TO_RGB = np.linalg.inv(RGB_TO_YIQ)
+from pipeline.packing import BLUR_SIGMA, BOX, FLIP, colour_affine
 
 
 def decode_frames(payload: bytes | list[bytes], codec: str, indices: np.ndarray) -> np.ndarray:
@@ -75,24 +68,10 @@ def resize_roi(frames: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
     return _to_uint8(top * (1 - wy) + bottom * wy)
 
 
-def brightness_contrast(frames: np.ndarray, brightness: float, contrast: float) -> np.ndarray:
-    return _to_uint8(brightness * (128.0 + contrast * (frames.astype(np.float64) - 128.0)))
-
-
-def hue_saturation_matrix(hue: float, saturation: float) -> np.ndarray:
-    """3x3 map of RGB column vectors: to YIQ, rotate the chroma by `hue` (a fraction of the
-    circle) and scale it by `saturation`, back to RGB."""
-    angle = 2 * math.pi * hue
-    chroma = saturation * np.array([[math.cos(angle), math.sin(angle)],
-                                    [-math.sin(angle), math.cos(angle)]])
-    yiq = np.eye(3)
-    yiq[1:, 1:] = chroma
-    return YIQ_TO_RGB @ yiq @ RGB_TO_YIQ
-
-
-def hue_saturation(frames: np.ndarray, hue: float, saturation: float) -> np.ndarray:
-    matrix = hue_saturation_matrix(hue, saturation)
-    return _to_uint8(frames.astype(np.float64) @ matrix.T)
+def colour(frames: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """(n, H, W, 3) uint8 through one view's colour_affine (3, 4), rounded and clipped once."""
+    return _to_uint8(frames.astype(np.float64) @ affine[:, :3].T.astype(np.float64)
+                     + affine[:, 3].astype(np.float64))
 
 
 def gaussian_blur(frames: np.ndarray, sigma: float) -> np.ndarray:
@@ -128,8 +107,7 @@ def render_view(frames: np.ndarray, row: np.ndarray, size: int, jitter: bool = T
     """One view: frames (L, H, W, 3) uint8 and its packed row -> (3, L, size, size) float32."""
     out = resize_roi(frames, row[BOX], size)
     if jitter:
-        out = brightness_contrast(out, float(row[BRIGHTNESS]), float(row[CONTRAST]))
-        out = hue_saturation(out, float(row[HUE]), float(row[SATURATION]))
+        out = colour(out, colour_affine(row))
         out = gaussian_blur(out, float(row[BLUR_SIGMA]))
     return normalise(out, bool(row[FLIP] > 0.5))
 
