@@ -45,6 +45,7 @@ from model.evaluation import (
 from orchestration.checkpoint import encoder_from, latest_checkpoint, load_checkpoint
 from orchestration.finetune import FinetuneConfig, run_finetune
 from orchestration.preview import frames_to_uint8
+from orchestration.train_step import bf16_autocast
 from pipeline import build_eval_loader
 from pipeline.config import AugmentConfig
 from preprocessing import shards as layout
@@ -66,8 +67,6 @@ def extract_features(encoder: R3D18, shards: Path, clips: int = 10, batch_size: 
                      device: str = "cpu") -> Features:
     """Pooled clip features of every video; device "cpu" or "gpu" (decode and encode there;
     the features come back to the CPU in float32)."""
-    from orchestration.finetune import autocast
-
     target = torch.device("cuda", 0) if device == "gpu" else torch.device("cpu")
     encoder = encoder.to(target).eval()
     loader = build_eval_loader(shards, batch_size, clips=clips, backend=backend, prefetch=2,
@@ -75,7 +74,7 @@ def extract_features(encoder: R3D18, shards: Path, clips: int = 10, batch_size: 
     parts, labels, ids, firsts = [], [], [], []
     for batch in loader:
         b, n = batch.frames.shape[:2]
-        with autocast(target):
+        with bf16_autocast(target):
             maps = encoder.forward_clip(batch.frames.flatten(0, 1))  # (B*N, C, T, H, W)
         parts.append(pool_features(maps.float()).unflatten(0, (b, n)).cpu())  # (B, N, C)
         labels.append(batch.label.cpu())

@@ -13,7 +13,6 @@ forward pass under bf16 autocast; the same loop and checkpoints as on CPU.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from model.encoder import R3D18, pool_features
 from model.evaluation import average_clip_softmax, top_k_accuracy
 from orchestration.checkpoint import FINETUNE_FILE, finetuning_checkpoint
 from orchestration.runtime import LocalRuntime, RayRuntime, connect_ray, quiet_train_logging
+from orchestration.train_step import bf16_autocast
 from pipeline import build_eval_loader, build_supervised_loader
 from pipeline.config import AugmentConfig
 from preprocessing.progress import format_seconds
@@ -62,12 +62,6 @@ class FinetuneConfig:
         require(not self.gpu or self.backend == "dali", "gpu decodes with the dali backend")
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on a GPU, nothing on the CPU."""
-    return (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-            else contextlib.nullcontext())
-
-
 def _decode_on(device: torch.device) -> dict:
     """Loader options that decode where the model runs."""
     return {"device": "gpu" if device.type == "cuda" else "cpu", "device_id": device.index or 0}
@@ -97,7 +91,7 @@ def test_accuracy(model: nn.Module, test_shards: str, backend: str,
                                **_decode_on(device))
     for batch in loader:
         b, n = batch.frames.shape[:2]
-        with autocast(device):
+        with bf16_autocast(device):
             logits = model(batch.frames.flatten(0, 1).to(device))
         logits = logits.float().unflatten(0, (b, n))  # (B, N, C)
         probabilities.append(average_clip_softmax(logits).cpu())
@@ -141,7 +135,7 @@ def finetune_loop(loop_config: dict, runtime: LocalRuntime | RayRuntime) -> None
         total, correct, seen = 0.0, 0, 0
         for batch in loader:
             frames, labels = batch.frames[:, 0].to(device), batch.label.to(device)
-            with autocast(device):
+            with bf16_autocast(device):
                 logits = model(frames)  # (B, classes)
             loss = F.cross_entropy(logits.float(), labels)
             optimizer.zero_grad(set_to_none=True)

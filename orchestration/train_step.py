@@ -23,6 +23,13 @@ class NonFiniteLoss(RuntimeError):
     """The loss went NaN or infinite; the message names the step and the offending terms."""
 
 
+def bf16_autocast(device: torch.device, enabled: bool = True):
+    """The one precision policy of pretraining, finetuning and feature extraction: bf16
+    autocast on a GPU (when enabled), full fp32 on the CPU."""
+    return (torch.autocast("cuda", dtype=torch.bfloat16) if enabled and device.type == "cuda"
+            else contextlib.nullcontext())
+
+
 def geometry(params: ViewParams) -> ViewGeometry:
     """The view geometry the correspondence needs, from the parameters the pipeline emitted."""
     return ViewGeometry(params.t0, params.t1, params.box, params.flip)
@@ -44,12 +51,9 @@ def training_step(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
     """
     correspondence = clip_correspondence(geometry(batch.local_params),
                                          geometry(batch.global_params), *grids)  # (B,K,Nc,Nv)
-    device_type = batch.global_frames.device.type
-    precision = (torch.autocast(device_type, dtype=torch.bfloat16) if bf16
-                 else contextlib.nullcontext())
     shared = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step])
                                                .generate_state(1)[0]))
-    with precision:
+    with bf16_autocast(batch.global_frames.device, bf16):
         breakdown = network(batch.global_frames, batch.local_frames, correspondence,
                             batch.global_params.level, batch.local_params.level, gather_keys,
                             gather_views, shared)

@@ -95,7 +95,8 @@ def fixed_frame_graph(size: int, jitter: bool, blur: bool, decoder_device: str):
     out = fn.resize(out, size=[size, size], roi_start=[0.1, 0.1], roi_end=[0.9, 0.9],
                     roi_relative=True, antialias=False, interp_type=types.INTERP_LINEAR)
     if jitter:
-        out = fn.coord_transform(out, MT=colour_affine(FIXED_ROW).ravel().tolist(), dtype=types.UINT8)
+        out = fn.coord_transform(out, MT=colour_affine(FIXED_ROW).ravel().tolist(),
+                                 dtype=types.UINT8)
         if blur:
             out = fn.gaussian_blur(out, sigma=1.0)
     return fn.crop_mirror_normalize(out, mirror=1, dtype=types.FLOAT, output_layout="CHW",
