@@ -249,20 +249,48 @@ def run_job(job: Job, where: Where, threads: int = 0) -> dict:
             "evaluation_run": scores["mlflow_run_id"]}
 
 
+class JobsFailed(RuntimeError):
+    """Some jobs of a table failed; the others' results were recorded first."""
+
+
 def _run_jobs(jobs: list[Job], where: Where, parallel: int, log) -> Iterator[dict]:
     """The jobs' results as they finish: one after another in this process, or `parallel`
-    processes side by side (each with its share of the cores)."""
+    processes side by side (each with its share of the cores). A job that fails does not stop
+    the others: every result is yielded (and so recorded) first, then JobsFailed names the
+    failed jobs (rerunning the command retries just those)."""
+    failed = []
+
+    def failure(job: Job, error: BaseException) -> None:
+        reason = str(error).strip().splitlines()[0][:300] if str(error) else repr(error)
+        failed.append(f"{job.label}, seed {job.seed}: {type(error).__name__}: {reason}")
+        log(f"{job.label}, seed {job.seed}: FAILED ({type(error).__name__}: {reason})")
+
     if parallel == 1:
         for number, job in enumerate(jobs, start=1):
             log(f"[{number}/{len(jobs)}] {job.label}, seed {job.seed}: started")
-            yield run_job(job, where)
-        return
-    threads = max(1, (os.cpu_count() or 1) // parallel)
-    with ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(run_job, job, where, threads) for job in jobs]
-        log(f"{len(jobs)} jobs, {parallel} at a time ({threads} threads each)")
-        for future in as_completed(futures):
-            yield future.result()
+            try:
+                result = run_job(job, where)
+            except Exception as error:  # noqa: BLE001 - reported with the others at the end
+                failure(job, error)
+                continue
+            yield result
+    else:
+        threads = max(1, (os.cpu_count() or 1) // parallel)
+        with ProcessPoolExecutor(parallel,
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(run_job, job, where, threads): job for job in jobs}
+            log(f"{len(jobs)} jobs, {parallel} at a time ({threads} threads each)")
+            for future in as_completed(futures):
+                try:
+                    result = future.result()
+                except Exception as error:  # noqa: BLE001 - as above
+                    failure(futures[future], error)
+                    continue
+                yield result
+    if failed:
+        raise JobsFailed(f"{len(failed)} of {len(jobs)} jobs failed (the others' results are "
+                         f"recorded; rerun the same command to retry these): "
+                         + "; ".join(failed))
 
 
 def summarise(results: list[dict]) -> dict[str, dict[str, tuple[float, float] | None]]:

@@ -64,7 +64,7 @@ def _config(args: argparse.Namespace) -> int:
 
 
 def _ablate(args: argparse.Namespace) -> int:
-    from orchestration.ablation import run_ablation
+    from orchestration.ablation import JobsFailed, run_ablation
     from orchestration.experiment import ConfigError
     from orchestration.tracking import TrackingUnavailable
 
@@ -75,6 +75,9 @@ def _ablate(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError, TrackingUnavailable) as error:
         print(f"ctrlaug ablate: {error}", file=sys.stderr)
         return 2
+    except JobsFailed as error:
+        print(f"ctrlaug ablate: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from preprocessing import shards as layout
@@ -156,8 +158,16 @@ def log_shards_input(client: MlflowClient, run_id: str, shards: str, context: st
                                           "splits": manifest["splits"],
                                           "classes": len(manifest["classes"]),
                                           "payload": manifest["payload_format"]}))
-    client.log_inputs(run_id, datasets=[DatasetInput(dataset, [
-        InputTag("mlflow.data.context", context)])])
+    inputs = [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])]
+    try:
+        client.log_inputs(run_id, datasets=inputs)
+    except MlflowException:
+        # Jobs side by side on one store (ctrlaug ablate --jobs N) log the same new dataset at
+        # once: MLflow looks the dataset up, then inserts it, and the later insert breaks the
+        # store's unique key. The dataset exists after that, so a second try links it; any
+        # other failure fails again and is raised.
+        time.sleep(0.5)
+        client.log_inputs(run_id, datasets=inputs)
 
 
 class RunLogger:

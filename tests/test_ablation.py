@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestration.ablation import REFERENCE_ROWS, TABLES, render_table, run_ablation, summarise
+from orchestration.ablation import (
+    REFERENCE_ROWS,
+    TABLES,
+    JobsFailed,
+    render_table,
+    run_ablation,
+    summarise,
+)
 from orchestration.benchmark_data import MotionBenchmark
 from orchestration.experiment import load_config
 
@@ -90,3 +97,20 @@ def test_jobs_side_by_side_write_the_same_kind_of_table(tmp_path):
     with pytest.raises(ValueError, match="run.ray = false"):
         run_ablation(CONFIGS / "ablation-cpu.toml", [*overrides, "--run.ray=true"], 7, 1,
                      tmp_path, rows=rows, benchmark=TINY, parallel=2)
+
+
+def test_a_failing_job_leaves_the_others_recorded_and_names_itself(tmp_path):
+    # The fault drill with no restarts makes every pretraining job fail at its first step;
+    # the random-init row (no pretraining) runs beside it and is recorded all the same.
+    overrides = ["--model.width=4", "--optim.epochs=1", "--data.batch_size=3",
+                 "--augment.size=32", "--augment.levels_per_batch=2", "--run.fail_at_step=1",
+                 "--run.max_failures=0"]
+    rows = ["random init (no pretraining)", "L_nce"]
+    logged = []
+    with pytest.raises(JobsFailed, match=r"1 of 2 jobs failed.*L_nce, seed 0"):
+        run_ablation(CONFIGS / "ablation-cpu.toml", overrides, 7, 1, tmp_path, rows=rows,
+                     benchmark=TINY, log=logged.append, parallel=2)
+    (recorded,) = [json.loads(line) for line in
+                   (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert recorded["row"] == "random init (no pretraining)"
+    assert any("L_nce, seed 0: FAILED" in line for line in logged)

@@ -72,3 +72,45 @@ def test_a_submitted_job_keeps_the_variables_its_runtime_env_sets():
     assert forwarded_env(environ) == {"MLFLOW_TRACKING_TOKEN": "t"}
     assert forwarded_env({**environ, "RAY_JOB_CONFIG_JSON_ENV_VAR": "{}"}) == {
         "AWS_ACCESS_KEY_ID": "k", "MLFLOW_TRACKING_TOKEN": "t"}
+
+
+def _log_the_shards_at_once(uri: str, shards: str, barrier, results) -> None:
+    """One of several processes: a run of its own, then the same shard folder as its input,
+    all processes released together."""
+    from mlflow.tracking import MlflowClient
+
+    from orchestration.tracking import log_shards_input
+
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.get_experiment_by_name("jobs").experiment_id).info.run_id
+    barrier.wait()
+    try:
+        log_shards_input(client, run_id, shards, "training")
+        results.put("ok")
+    except Exception as error:  # noqa: BLE001 - reported to the test
+        results.put(f"{type(error).__name__}: {str(error)[:200]}")
+
+
+def test_jobs_side_by_side_log_the_same_new_dataset(tmp_path, shards):
+    # ctrlaug ablate --jobs N: jobs start together on one fresh store and log the same train
+    # shards; MLflow's look-up-then-insert broke the unique key for all but one of them.
+    import multiprocessing
+
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = MlflowClient(uri).create_experiment("jobs")
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(4), context.Queue()
+    processes = [context.Process(target=_log_the_shards_at_once,
+                                 args=(uri, str(shards["frames"]), barrier, results))
+                 for _ in range(4)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=300)
+    assert [results.get(timeout=10) for _ in processes] == ["ok"] * 4
+    runs = MlflowClient(uri).search_runs([experiment])
+    assert len(runs) == 4
+    assert all([d.dataset.name for d in run.inputs.dataset_inputs] == [shards["frames"].name]
+               for run in runs)
