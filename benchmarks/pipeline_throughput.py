@@ -78,17 +78,17 @@ class FrameBatch:
 def read_ahead(shards: Path, batch_size: int) -> list[FrameBatch]:
     """The second epoch's batches of the pretraining loader (as epoch_rate times them), with
     the loader's own sampling and reading, held in memory."""
+    from pipeline.dali_graph import frame_inputs
+
     loader = build_pretrain_loader(shards, batch_size, backend="reference", levels_per_batch=8,
                                    epoch=1)
     batches = []
     for index, rows in enumerate(loader.batches()):
         views = loader.sample_views(loader.dataset, rows, index, loader.epoch)
         payloads = loader.reader.read(rows)
-        b, v, length = views.frame_indices.shape
-        jpegs = [np.frombuffer(payloads[i][frame], dtype=np.uint8)
-                 for i in range(b) for frame in views.frame_indices[i].reshape(-1)]
-        rows_per_image = np.repeat(pack_view_params(views).reshape(b * v, -1), length, axis=0)
-        batches.append(FrameBatch(jpegs, rows_per_image, (b, v, length)))
+        jpegs, rows_per_image = frame_inputs(payloads, views.frame_indices,
+                                             pack_view_params(views))
+        batches.append(FrameBatch(jpegs, rows_per_image, views.frame_indices.shape))
     return batches
 
 

@@ -103,6 +103,20 @@ def fixed_frame_graph(size: int, jitter: bool, blur: bool, decoder_device: str):
                                     mean=[m * 255 for m in MEAN], std=[s * 255 for s in STD])
 
 
+def frame_inputs(payloads: list, frame_indices: np.ndarray, rows: np.ndarray
+                 ) -> tuple[list[np.ndarray], np.ndarray]:
+    """frame_views_graph's inputs for a batch: payloads (B,) lists of JPEGs, frame_indices
+    (B, V, L), rows (B, V, PARAMS_WIDTH) -> (the B*V*L needed JPEGs as uint8 arrays in (video,
+    view, frame) order, their rows (B*V*L, PARAMS_WIDTH)). The rows are one dense array: DALI
+    reads its first axis as the batch, one call instead of one conversion per image."""
+    b, v, length = frame_indices.shape
+    jpegs = [np.frombuffer(payloads[i][frame], dtype=np.uint8)
+             for i in range(b) for frame in frame_indices[i].reshape(-1)]
+    per_image = np.repeat(rows.reshape(b * v, PARAMS_WIDTH).astype(np.float32, copy=False),
+                          length, axis=0)
+    return jpegs, per_image
+
+
 def _to_torch(tensor_list, device: torch.device) -> torch.Tensor:
     if device.type == "cpu":
         return torch.from_numpy(tensor_list.as_array())
@@ -177,12 +191,7 @@ class DaliViews:
                 self.pipe.feed_input("colour", list(colour_affine(rows)))  # (V, 3, 4) each
             (views,) = self._run_pipeline()  # (B, V, 3, L, s, s)
             return views
-        jpegs = [np.frombuffer(payloads[i][frame], dtype=np.uint8)
-                 for i in range(b) for frame in frame_indices[i].reshape(-1)]
-        # One dense (B*V*L, PARAMS_WIDTH) array: DALI reads its first axis as the batch, which
-        # costs one call instead of one conversion per image.
-        per_image = np.repeat(rows.reshape(b * v, PARAMS_WIDTH).astype(np.float32, copy=False),
-                              length, axis=0)
+        jpegs, per_image = frame_inputs(payloads, frame_indices, rows)
         self.pipe.feed_input("encoded", jpegs)
         self.pipe.feed_input("rows", per_image)
         if self.jitter:
