@@ -30,22 +30,32 @@ from pipeline.config import MEAN, STD
 from pipeline.packing import BLUR_SIGMA, FLIP, PARAMS_WIDTH, X0, X1, Y0, Y1, colour_affine
 
 
-def _augment(frames, row, colour, size: int, jitter: bool, blur: bool, layout: str):
-    """Per-view ops on (F)HWC uint8 frames driven by one packed row and its colour_affine
-    (3, 4) (per-sample DataNodes; colour is None without jitter)."""
+def _augment(frames, roi_start, roi_end, colour, sigma, mirror, size: int, layout: str):
+    """The per-view chain on (F)HWC uint8 frames. Its arguments are per-sample DataNodes (the
+    loader's graphs, from a packed row: _row_arguments) or constants (fixed_frame_graph):
+    roi_start / roi_end (y, x) relative, colour a (3, 4) affine map of RGB or None (no jitter),
+    sigma the blur's or None (no blur), mirror 0 or 1."""
     # DALI's ROI follows the (H, W) layout: (y, x) points.
-    out = fn.resize(frames, size=[size, size], roi_start=fn.stack(row[Y0], row[X0]),
-                    roi_end=fn.stack(row[Y1], row[X1]), roi_relative=True, antialias=False,
-                    interp_type=types.INTERP_LINEAR)
-    if jitter:
+    out = fn.resize(frames, size=[size, size], roi_start=roi_start, roi_end=roi_end,
+                    roi_relative=True, antialias=False, interp_type=types.INTERP_LINEAR)
+    if colour is not None:
         # One pass over the pixels, rounded and clipped once (fn.brightness_contrast + fn.hsv,
         # two passes, cost about twice as much on the CPU: BENCHMARKS.md).
         out = fn.coord_transform(out, MT=colour, dtype=types.UINT8)
-        if blur:
-            out = fn.gaussian_blur(out, sigma=row[BLUR_SIGMA])
+    if sigma is not None:
+        out = fn.gaussian_blur(out, sigma=sigma)
     return fn.crop_mirror_normalize(
-        out, mirror=fn.cast(row[FLIP], dtype=types.INT32), dtype=types.FLOAT,
-        output_layout=layout, mean=[m * 255 for m in MEAN], std=[s * 255 for s in STD])
+        out, mirror=mirror, dtype=types.FLOAT, output_layout=layout,
+        mean=[m * 255 for m in MEAN], std=[s * 255 for s in STD])
+
+
+def _row_arguments(row, colour, jitter: bool, blur: bool) -> dict:
+    """_augment's arguments from one packed row (PARAMS_WIDTH,) and its colour map (3, 4):
+    blur only with jitter (the sampler's intensity levels cover both)."""
+    return dict(roi_start=fn.stack(row[Y0], row[X0]), roi_end=fn.stack(row[Y1], row[X1]),
+                colour=colour if jitter else None,
+                sigma=row[BLUR_SIGMA] if jitter and blur else None,
+                mirror=fn.cast(row[FLIP], dtype=types.INT32))
 
 
 @pipeline_def
@@ -65,8 +75,8 @@ def video_views_graph(views: int, clip_frames: int, size: int, jitter: bool, blu
     outputs = []
     for view in range(views):
         clip = video[view * clip_frames:(view + 1) * clip_frames]  # (L, H, W, 3)
-        outputs.append(_augment(clip, rows[view], colour[view] if jitter else None, size,
-                                jitter, blur, "CFHW"))
+        arguments = _row_arguments(rows[view], colour[view] if jitter else None, jitter, blur)
+        outputs.append(_augment(clip, size=size, layout="CFHW", **arguments))
     return fn.stack(*outputs, axis=0)
 
 
@@ -78,7 +88,7 @@ def frame_views_graph(size: int, jitter: bool, blur: bool, decoder_device: str):
     row = fn.external_source(name="rows", dtype=types.FLOAT, ndim=1)
     colour = fn.external_source(name="colour", dtype=types.FLOAT, ndim=2) if jitter else None
     image = fn.decoders.image(encoded, device=decoder_device, output_type=types.RGB)
-    return _augment(image, row, colour, size, jitter, blur, "CHW")
+    return _augment(image, size=size, layout="CHW", **_row_arguments(row, colour, jitter, blur))
 
 
 # fixed_frame_graph's colour: brightness 1.1, contrast 0.9, saturation 1.1, hue 0.05.
@@ -91,16 +101,10 @@ def fixed_frame_graph(size: int, jitter: bool, blur: bool, decoder_device: str):
     operators on one JPEG per sample, every parameter a constant instead of a per-sample row
     (a 0.8 x 0.8 crop, mid-range jitter, sigma 1, mirrored) -> (C, s, s)."""
     encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
-    out = fn.decoders.image(encoded, device=decoder_device, output_type=types.RGB)
-    out = fn.resize(out, size=[size, size], roi_start=[0.1, 0.1], roi_end=[0.9, 0.9],
-                    roi_relative=True, antialias=False, interp_type=types.INTERP_LINEAR)
-    if jitter:
-        out = fn.coord_transform(out, MT=colour_affine(FIXED_ROW).ravel().tolist(),
-                                 dtype=types.UINT8)
-        if blur:
-            out = fn.gaussian_blur(out, sigma=1.0)
-    return fn.crop_mirror_normalize(out, mirror=1, dtype=types.FLOAT, output_layout="CHW",
-                                    mean=[m * 255 for m in MEAN], std=[s * 255 for s in STD])
+    image = fn.decoders.image(encoded, device=decoder_device, output_type=types.RGB)
+    colour = colour_affine(FIXED_ROW).ravel().tolist() if jitter else None
+    return _augment(image, roi_start=[0.1, 0.1], roi_end=[0.9, 0.9], colour=colour,
+                    sigma=1.0 if jitter and blur else None, mirror=1, size=size, layout="CHW")
 
 
 def frame_inputs(payloads: list, frame_indices: np.ndarray, rows: np.ndarray
