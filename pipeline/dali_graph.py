@@ -49,12 +49,11 @@ def _augment(frames, roi_start, roi_end, colour, sigma, mirror, size: int, layou
         mean=[m * 255 for m in MEAN], std=[s * 255 for s in STD])
 
 
-def _row_arguments(row, colour, jitter: bool, blur: bool) -> dict:
-    """_augment's arguments from one packed row (PARAMS_WIDTH,) and its colour map (3, 4):
-    blur only with jitter (the sampler's intensity levels cover both)."""
+def _row_arguments(row, colour, blur: bool) -> dict:
+    """_augment's arguments from one packed row (PARAMS_WIDTH,) and its colour map (3, 4),
+    None without jitter: blur only with jitter (the sampler's intensity levels cover both)."""
     return dict(roi_start=fn.stack(row[Y0], row[X0]), roi_end=fn.stack(row[Y1], row[X1]),
-                colour=colour if jitter else None,
-                sigma=row[BLUR_SIGMA] if jitter and blur else None,
+                colour=colour, sigma=row[BLUR_SIGMA] if colour is not None and blur else None,
                 mirror=fn.cast(row[FLIP], dtype=types.INT32))
 
 
@@ -75,7 +74,7 @@ def video_views_graph(views: int, clip_frames: int, size: int, jitter: bool, blu
     outputs = []
     for view in range(views):
         clip = video[view * clip_frames:(view + 1) * clip_frames]  # (L, H, W, 3)
-        arguments = _row_arguments(rows[view], colour[view] if jitter else None, jitter, blur)
+        arguments = _row_arguments(rows[view], colour[view] if jitter else None, blur)
         outputs.append(_augment(clip, size=size, layout="CFHW", **arguments))
     return fn.stack(*outputs, axis=0)
 
@@ -88,7 +87,7 @@ def frame_views_graph(size: int, jitter: bool, blur: bool, decoder_device: str):
     row = fn.external_source(name="rows", dtype=types.FLOAT, ndim=1)
     colour = fn.external_source(name="colour", dtype=types.FLOAT, ndim=2) if jitter else None
     image = fn.decoders.image(encoded, device=decoder_device, output_type=types.RGB)
-    return _augment(image, size=size, layout="CHW", **_row_arguments(row, colour, jitter, blur))
+    return _augment(image, size=size, layout="CHW", **_row_arguments(row, colour, blur))
 
 
 # fixed_frame_graph's colour: brightness 1.1, contrast 0.9, saturation 1.1, hue 0.05.
