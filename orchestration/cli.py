@@ -65,13 +65,20 @@ def _config(args: argparse.Namespace) -> int:
 
 def _ablate(args: argparse.Namespace) -> int:
     from orchestration.ablation import JobsFailed, run_ablation
+    from orchestration.benchmark_data import MotionBenchmark
     from orchestration.experiment import ConfigError
     from orchestration.tracking import TrackingUnavailable
 
     try:
         rows = [name.strip() for name in args.rows.split(";")] if args.rows else None
+        if args.appearances < 0:
+            raise ValueError(f"--appearances must be >= 0, got {args.appearances}")
+        if args.appearances and args.train:
+            raise ValueError("--appearances shapes the synthetic benchmark; it does not apply "
+                             "to --train/--test shards")
+        benchmark = MotionBenchmark(appearances=args.appearances)
         run_ablation(args.config, list(args.overrides), args.table, args.seeds, args.out,
-                     args.train, args.test, rows, parallel=args.jobs)
+                     args.train, args.test, rows, benchmark=benchmark, parallel=args.jobs)
     except (ConfigError, ValueError, TrackingUnavailable) as error:
         print(f"ctrlaug ablate: {error}", file=sys.stderr)
         return 2
@@ -347,6 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--test", help="held-out test shards (with --train)")
     ablate.add_argument("--rows", help="only these rows, separated by ';' (names as in the "
                                        "table, e.g. 'L_nce;L_rc + L_mi + L_td')")
+    ablate.add_argument("--appearances", type=int, default=0,
+                        help="the synthetic benchmark with N appearances shared across its "
+                             "videos and classes (default 0: each video its own; the "
+                             "appearance probe of README, Results)")
     ablate.set_defaults(handler=_ablate)
     _add_data_commands(commands)
     return parser

@@ -72,3 +72,15 @@ def test_options_take_defaults_and_choices_from_the_configs():
     bad = subprocess.run([CTRLAUG, "synth", "--out", "/tmp/x", "--classes", "99"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("ctrlaug synth: classes must be in 1..")
+
+
+def test_ablate_rejects_a_bad_appearance_probe_before_building_anything(tmp_path):
+    config = str(Path(__file__).resolve().parents[1] / "configs" / "ablation-cpu.toml")
+    base = [CTRLAUG, "ablate", "--config", config, "--table", "7", "--out", str(tmp_path / "a")]
+    negative = subprocess.run([*base, "--appearances", "-1"], capture_output=True, text=True)
+    assert negative.returncode == 2
+    assert negative.stderr.strip() == "ctrlaug ablate: --appearances must be >= 0, got -1"
+    with_shards = subprocess.run([*base, "--appearances", "8", "--train", str(tmp_path),
+                                  "--test", str(tmp_path)], capture_output=True, text=True)
+    assert with_shards.returncode == 2 and "does not apply to --train/--test" in with_shards.stderr
+    assert not (tmp_path / "a").exists()  # nothing built, nothing written
