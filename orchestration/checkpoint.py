@@ -76,8 +76,12 @@ def load_checkpoint(location: str | Path | Folder) -> dict:
     if not isinstance(location, Folder) and not is_uri(location):
         return torch.load(location, map_location="cpu", weights_only=True)
     parent, name = _parent_and_name(location)
-    return torch.load(io.BytesIO(parent.read_bytes(name)), map_location="cpu",
-                      weights_only=True)
+    return checkpoint_from_bytes(parent.read_bytes(name))
+
+
+def checkpoint_from_bytes(data: bytes) -> dict:
+    """A training checkpoint from the bytes of its file, loaded with weights_only=True."""
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
 def save_checkpoint(location: str | Path | Folder, checkpoint: dict) -> None:

@@ -20,7 +20,12 @@ from pathlib import Path
 
 import torch
 
-from orchestration.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from orchestration.checkpoint import (
+    CHECKPOINT_FILE,
+    checkpoint_from_bytes,
+    load_checkpoint,
+    save_checkpoint,
+)
 from orchestration.distributed import any_rank
 from preprocessing.storage import Folder
 
@@ -120,6 +125,18 @@ class LocalRuntime:
         return flag
 
 
+def read_ray_checkpoint(checkpoint, file: str = CHECKPOINT_FILE) -> dict:
+    """The checkpoint dict in `file` of a ray.train.Checkpoint, read by this process alone.
+
+    Not Checkpoint.as_directory(): on remote storage it downloads into one folder per node
+    shared by the node's workers, and a worker that starts its download after another finished
+    rewrites the file while the other reads it (a corrupted-archive error when a job resumes
+    after losing a worker). Reading straight from the checkpoint's filesystem shares nothing.
+    """
+    with checkpoint.filesystem.open_input_file(f"{checkpoint.path}/{file}") as stream:
+        return checkpoint_from_bytes(stream.read())
+
+
 class RayRuntime:
     """A loop's runtime inside a Ray Train worker: DDP, Ray's checkpoints and reports."""
 
@@ -137,10 +154,7 @@ class RayRuntime:
         import ray.train
 
         checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            return None
-        with checkpoint.as_directory() as folder:
-            return load_checkpoint(Path(folder) / self.file)
+        return None if checkpoint is None else read_ray_checkpoint(checkpoint, self.file)
 
     def prepare(self, network: torch.nn.Module) -> torch.nn.Module:
         import ray.train.torch

@@ -142,3 +142,31 @@ def test_a_missing_shard_folder_stops_with_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == (f"ctrlaug pretrain: {tmp_path / 'nope'} is not a shard "
                                      f"folder (no _manifest.json); run `ctrlaug preprocess` first")
+
+
+def test_a_worker_reads_a_remote_checkpoint_without_the_nodes_shared_download_folder(tmp_path):
+    """Restoring reads the checkpoint file from its storage into this process: nothing is
+    written to the per-node folder that Checkpoint.as_directory() shares between a node's
+    workers (a second worker's download rewrites the file there while the first reads it)."""
+    import pyarrow.fs
+    import ray.train
+    import torch
+
+    from orchestration.runtime import read_ray_checkpoint
+
+    (tmp_path / "checkpoint_000001").mkdir()
+    saved = {"step": 7, "model": {"weight": torch.arange(6.0).reshape(2, 3)}}
+    torch.save(saved, tmp_path / "checkpoint_000001" / "checkpoint.pt")
+    # A filesystem that is not LocalFileSystem, as an object store's is: as_directory downloads.
+    remote = pyarrow.fs.SubTreeFileSystem(str(tmp_path), pyarrow.fs.LocalFileSystem())
+    checkpoint = ray.train.Checkpoint("checkpoint_000001", filesystem=remote)
+    # Block the shared folder's path with a file: whatever uses that folder fails.
+    shared = Path(checkpoint._get_temporary_checkpoint_dir())
+    shared.write_bytes(b"not a folder")
+    try:
+        with pytest.raises(OSError), checkpoint.as_directory():
+            pass
+        loaded = read_ray_checkpoint(checkpoint)
+    finally:
+        shared.unlink()
+    assert loaded["step"] == 7 and torch.equal(loaded["model"]["weight"], saved["model"]["weight"])
