@@ -20,7 +20,7 @@ bound is that row with a longer schedule (`--rows "supervised (same budget)"
 What is written to OUT:
     results.jsonl    one line per (row, seed), appended as soon as it finishes: a rerun skips
                      what is there (keyed by the row's resolved config and seed), so a killed
-                     ablation resumes
+                     ablation resumes (its job processes exit with it: preprocessing.processes)
     table<N>.md      the table: mean and standard deviation over seeds of each metric
     table<N>.csv     every seed's numbers
     runs/            the jobs' folders and, unless run.tracking_uri is set, the MLflow store
@@ -44,12 +44,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import multiprocessing
 import os
 import re
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -61,6 +60,7 @@ from orchestration.benchmark_data import MotionBenchmark, build_motion_benchmark
 from orchestration.checkpoint import FINETUNE_FILE, encoder_from, encoder_state
 from orchestration.experiment import ExperimentConfig, load_config
 from preprocessing import shards as layout
+from preprocessing.processes import spawn_pool
 from preprocessing.progress import format_seconds
 
 EXPERIMENT = "ctrlaug-ablation"
@@ -276,8 +276,7 @@ def _run_jobs(jobs: list[Job], where: Where, parallel: int, log) -> Iterator[dic
             yield result
     else:
         threads = max(1, (os.cpu_count() or 1) // parallel)
-        with ProcessPoolExecutor(parallel,
-                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+        with spawn_pool(parallel) as pool:
             futures = {pool.submit(run_job, job, where, threads): job for job in jobs}
             log(f"{len(jobs)} jobs, {parallel} at a time ({threads} threads each)")
             for future in as_completed(futures):

@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TextIO
@@ -37,6 +36,7 @@ import pyarrow.parquet as pq
 
 from preprocessing import shards as layout
 from preprocessing.config import PreprocessConfig
+from preprocessing.processes import spawn_pool
 from preprocessing.progress import Progress
 from preprocessing.sources import DatasetListing, Rejection, SourceVideo
 from preprocessing.storage import Folder
@@ -204,8 +204,7 @@ def local_executor(workers: int) -> ShardExecutor:
         if workers <= 1 or len(tasks) <= 1:
             yield from map(function, tasks)
             return
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        with spawn_pool(workers) as pool:
             futures = [pool.submit(function, task) for task in tasks]
             for future in as_completed(futures):
                 yield future.result()
