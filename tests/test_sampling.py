@@ -145,6 +145,26 @@ def test_level_grid_has_512_levels_in_the_papers_ranges():
     np.testing.assert_allclose(highs.max(0), [1.4, 1.4, 1.4, 0.1, 2.0])
 
 
+def test_level_bounds_of_an_array_of_levels_match_a_naive_per_level_reference():
+    """The sampler looks levels up in a table built from level_bin_bounds over all levels at
+    once; each entry must be the level's bins, computed here digit by digit (the last
+    parameter varies fastest) from the ranges."""
+    ranges = [(0.6, 1.4), (0.6, 1.4), (0.6, 1.4), (-0.1, 0.1), (0.1, 2.0)]
+    table = level_bin_bounds(np.arange(CONFIG.num_levels), CONFIG)
+    assert table.shape == (512, 5, 2)
+    for level in (0, 1, 7, 100, 255, 511):
+        digits, rest = [], level
+        for bins in reversed(CONFIG.level_bins):
+            digits.insert(0, rest % bins)
+            rest //= bins
+        for parameter, (digit, bins, (low, high)) in enumerate(
+                zip(digits, CONFIG.level_bins, ranges, strict=True)):
+            width = (high - low) / bins
+            np.testing.assert_allclose(table[level, parameter],
+                                       [low + digit * width, low + (digit + 1) * width])
+        np.testing.assert_array_equal(table[level], level_bin_bounds(level, CONFIG))
+
+
 def test_same_seed_epoch_and_indices_replay_exactly_and_others_differ():
     batch = [(120, 170, 128), (60, 128, 170), (10, 170, 128)]
     first, again = draw(batch, seed=3, epoch=2, batch_index=5), draw(batch, seed=3, epoch=2,
