@@ -5,7 +5,10 @@ Synthesizes a few videos, shards them, takes real pretraining batches from the D
 `orchestration.train_step.training_step` of the full-width PretrainNetwork (R3D-18 f / f',
 projection heads, L_rc, MINE + GRL, L_td) on those batches, once per precision, and prints
 videos/s, clips/s (1 + K per video) and the ratio to fp32. The loss after the timed steps is
-printed too: repeated steps on the same batches must lower it. Meant for a GPU host (it runs on
+printed too: repeated steps on the same batches must lower it. First it prints the step's FLOPs
+per video (`step_flops`: forward and backward, counted by torch's FlopCounterMode) next to the
+anchor, torchvision's R3D-18 on one 16 x 112 x 112 clip (40.697 G multiply-adds in its weights'
+metadata = 81.4 GFLOPs forward). Meant for a GPU host (it runs on
 the CPU too, slowly: use --width 8 --batch-size 4 there to try it).
 
     python benchmarks/train_step_throughput.py                 # a GPU host
@@ -23,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from model import LossConfig, ModelConfig, PretrainNetwork
 from orchestration.train_step import training_step
@@ -32,6 +36,45 @@ from preprocessing.config import PreprocessConfig
 from preprocessing.job import local_executor, run_preprocess
 from preprocessing.sources import list_dataset
 from preprocessing.synth import SynthConfig, synthesize
+
+# torchvision.models.video.R3D_18_Weights.KINETICS400_V1.meta["_ops"]: 40.697 G multiply-adds
+# (torchvision counts one multiply-add as one op) per 16 x 112 x 112 clip, forward only.
+TORCHVISION_R3D18_GFLOPS = 2 * 40.697
+
+
+def step_flops(width: int, frames: tuple[int, int, int], clips: int,
+               videos: int = 2) -> tuple[float, float, float]:
+    """(step FLOPs per video, of which encoder, encoder FLOPs of one forward_clip) for the full
+    objective: forward and backward of the encoder (f on K clips, f' on the global view),
+    counted on the meta device (no arithmetic is done), plus the objective's heads and losses
+    forward and backward on real random features of the same shapes (their FLOPs do not depend
+    on the values). The optimiser's update is not counted."""
+    network = PretrainNetwork(ModelConfig(width=width), LossConfig())
+    encoder, objective = network.encoder, network.objective
+    meta_encoder = type(encoder)(width, encoder.global_unstrided_stages).to("meta")
+    with FlopCounterMode(display=False) as counter:
+        local = torch.empty(videos * clips, 3, *frames, device="meta")
+        global_view = torch.empty(videos, 3, *frames, device="meta")
+        local_maps = meta_encoder.forward_clip(local)
+        global_maps = meta_encoder.forward_global(global_view)
+        (local_maps.sum() + global_maps.sum()).backward()
+    encoder_flops = counter.get_total_flops()
+    with FlopCounterMode(display=False) as one_clip:
+        meta_encoder.forward_clip(torch.empty(1, 3, *frames, device="meta"))
+    local_grid, global_grid = network.grids(frames)
+    cells = (local_grid[0] * local_grid[1] * local_grid[2],
+             global_grid[0] * global_grid[1] * global_grid[2])
+    correspondence = torch.rand(videos, clips, *cells)
+    correspondence = correspondence / correspondence.sum(-1, keepdim=True)
+    levels = torch.zeros(videos, clips + 1, dtype=torch.long)
+    with FlopCounterMode(display=False) as counter:
+        local_maps = torch.randn(videos, clips, encoder.feature_dim, *local_grid,
+                                 requires_grad=True)
+        global_maps = torch.randn(videos, encoder.feature_dim, *global_grid, requires_grad=True)
+        objective(local_maps, global_maps, correspondence, levels[:, 1:],
+                  levels[:, 0]).total.backward()
+    total = encoder_flops + counter.get_total_flops()
+    return total / videos, encoder_flops / videos, one_clip.get_total_flops()
 
 
 def real_batches(shards: Path, batch_size: int, device: str, count: int, threads: int) -> list:
@@ -98,6 +141,12 @@ def main() -> int:
               f"{tuple(batches[0].global_frames.shape[2:])}, R3D-18 width {args.width}, "
               f"torch {torch.__version__}"
               + (f", {torch.cuda.get_device_name()}" if args.device == "gpu" else ", CPU"))
+        frames = tuple(batches[0].global_frames.shape[2:])
+        per_video, encoder, clip = step_flops(args.width, frames, clips - 1)
+        print(f"FLOPs per video (forward + backward): {per_video / 1e9:.1f} G, of which the "
+              f"encoder {encoder / per_video:.1%}; one clip through f (forward): "
+              f"{clip / 1e9:.1f} G, torchvision's R3D-18 on 16x112x112: "
+              f"{TORCHVISION_R3D18_GFLOPS:.1f} G")
         baseline = None
         precisions = args.precisions.split(",")
         for precision in precisions:

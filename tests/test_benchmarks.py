@@ -35,3 +35,51 @@ def test_the_step_benchmark_runs_on_the_cpu():
                      "--batch-size", "4", "--steps", "2", "--warmup", "1", "--threads", "1",
                      "--precisions", "fp32")
     assert re.search(r"fp32 +" + RATE + r".*loss \d+\.\d+ -> \d+\.\d+", out), out
+    assert re.search(r"FLOPs per video \(forward \+ backward\): \d+\.\d G", out), out
+
+
+def _naive_conv_flops(model, view: str, frames: tuple[int, int, int],
+                      monkeypatch) -> tuple[int, int]:
+    """(FLOPs of every 3D convolution, of the stem's alone) of one forward through f or f':
+    2 x output elements x input channels x kernel volume, counted at torch's conv3d (the
+    encoder calls it directly for the convolutions whose stride depends on the view)."""
+    import torch
+    import torch.nn.functional as F
+
+    flops, conv3d = [], F.conv3d
+
+    def counted(x, weight, *args, **kwargs):
+        out = conv3d(x, weight, *args, **kwargs)
+        flops.append(2 * out.numel() * weight.shape[1] * weight[0, 0].numel())
+        return out
+
+    monkeypatch.setattr(F, "conv3d", counted)
+    with torch.no_grad():
+        forward = model.forward_clip if view == "clip" else model.forward_global
+        forward(torch.zeros(1, 3, *frames))
+    monkeypatch.setattr(F, "conv3d", conv3d)
+    return sum(flops), flops[0]
+
+
+def test_step_flops_match_a_naive_count_of_the_encoders_convolutions(monkeypatch):
+    """step_flops against convolutions counted by hand: one clip through f is the forward
+    count; a video's encoder step is forward (K clips through f, the global view through f')
+    plus backward, which costs two forwards (input and weight gradients) for every
+    convolution but the stem (no gradient for the frames: one)."""
+    import importlib.util
+
+    from model.encoder import R3D18
+
+    spec = importlib.util.spec_from_file_location("step_benchmark",
+                                                  ROOT / "benchmarks/train_step_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    frames, width, clips = (16, 64, 64), 8, 4
+    per_video, encoder, clip = bench.step_flops(width, frames, clips)
+    model = R3D18(width)
+    clip_flops, clip_stem = _naive_conv_flops(model, "clip", frames, monkeypatch)
+    global_flops, global_stem = _naive_conv_flops(model, "global", frames, monkeypatch)
+    assert clip == clip_flops
+    forward, stem = clips * clip_flops + global_flops, clips * clip_stem + global_stem
+    assert encoder == 3 * forward - stem
+    assert encoder < per_video < 1.1 * encoder  # the heads are a few percent
