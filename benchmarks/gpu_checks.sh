@@ -20,6 +20,7 @@ check() {  # check NAME COMMAND...: run, log to $out/NAME.txt, remember a failur
 check device nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 check gpu-tests "$python" -m pytest -m gpu -q -p no:cacheprovider -o addopts="" -rs \
   tests/test_pipeline_views.py tests/test_encoder.py
-check train-step "$python" benchmarks/train_step_throughput.py --threads 16
+check train-step "$python" benchmarks/train_step_throughput.py --threads 16 \
+  --precisions fp32,bf16,bf16+compile
 check loader "$python" benchmarks/pipeline_throughput.py --devices cpu,gpu --threads 16
 exit $status

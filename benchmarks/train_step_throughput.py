@@ -89,14 +89,20 @@ def real_batches(shards: Path, batch_size: int, device: str, count: int, threads
     raise RuntimeError(f"{shards} gave {len(batches)} batches of {batch_size}, need {count}")
 
 
-def step_rate(batches: list, width: int, bf16: bool, steps: int,
-              warmup: int) -> tuple[float, float, float]:
-    """(videos/s, first loss, last loss) of `steps` timed training steps over `batches`."""
+def step_rate(batches: list, width: int, bf16: bool, steps: int, warmup: int,
+              compile_encoder: bool = False) -> tuple[float, float, float]:
+    """(videos/s, first loss, last loss) of `steps` timed training steps over `batches`.
+    compile_encoder: f and f' through torch.compile (the heads stay eager; the warm-up steps
+    include the compilation)."""
     torch.manual_seed(0)
     device = batches[0].global_frames.device
     network = PretrainNetwork(ModelConfig(width=width), LossConfig()).to(device)
     if bf16:
         network = network.to(memory_format=torch.channels_last_3d)
+    if compile_encoder:
+        encoder = network.encoder
+        encoder.forward_clip = torch.compile(encoder.forward_clip)
+        encoder.forward_global = torch.compile(encoder.forward_global)
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-4)
     frames = tuple(batches[0].global_frames.shape[2:])
     grids = network.grids(frames)
@@ -124,10 +130,18 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--precisions", default="fp32,bf16",
+                        help="variants side by side: fp32, bf16 (with channels_last_3d), each "
+                             "optionally +compile (torch.compile of the encoder), e.g. "
+                             "fp32,bf16,bf16+compile")
     args = parser.parse_args()
     if args.device == "gpu" and not torch.cuda.is_available():
         parser.error("no CUDA device: use --device cpu")
+    precisions = args.precisions.split(",")
+    unknown = set(precisions) - {"fp32", "bf16", "fp32+compile", "bf16+compile"}
+    if unknown:
+        parser.error(f"unknown --precisions {sorted(unknown)}: fp32, bf16, fp32+compile, "
+                     f"bf16+compile")
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         synthesize(root / "videos", SynthConfig(classes=4, videos_per_class=args.batch_size // 2,
@@ -148,12 +162,12 @@ def main() -> int:
               f"{clip / 1e9:.1f} G, torchvision's R3D-18 on 16x112x112: "
               f"{TORCHVISION_R3D18_GFLOPS:.1f} G")
         baseline = None
-        precisions = args.precisions.split(",")
         for precision in precisions:
-            rate, first, last = step_rate(batches, args.width, precision == "bf16", args.steps,
-                                          args.warmup)
+            rate, first, last = step_rate(batches, args.width, precision.startswith("bf16"),
+                                          args.steps, args.warmup,
+                                          precision.endswith("+compile"))
             baseline = baseline or rate
-            print(f"{precision:5s} {rate:8.2f} videos/s {rate * clips:8.1f} clips/s "
+            print(f"{precision:12s} {rate:8.2f} videos/s {rate * clips:8.1f} clips/s "
                   f"{rate / baseline:5.2f}x {precisions[0]}   loss {first:.3f} -> {last:.3f}",
                   flush=True)
     return 0
