@@ -3,7 +3,8 @@
 # device: ../shared/tools/device-wheels.sh, then PYTHONPATH=/tmp/site:$PWD). Writes each log to
 # $OUT (default /tmp/gpu-checks) and prints it:
 #   1. the device;  2. the `gpu`-marked tests (NVDEC / nvJPEG parity with DALI CPU, bf16 +
-#   channels_last_3d encoder);  3. the train step, fp32 vs bf16, on real DALI GPU batches;
+#   channels_last_3d encoder);  3. the train step, fp32 / bf16 / bf16 + torch.compile, on DALI GPU
+#   batches;
 #   4. the loader throughput: reference vs DALI CPU vs DALI GPU, both payload formats.
 set -uo pipefail
 out=${OUT:-/tmp/gpu-checks}
