@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from model import LossConfig, ModelConfig, PretrainNetwork
-from orchestration.train_step import training_step
+from model import LossConfig, ModelConfig, PretrainNetwork, clip_correspondence
+from orchestration.train_step import geometry, training_step
 from pipeline import build_pretrain_loader
 from pipeline.config import AugmentConfig
 from preprocessing.config import PreprocessConfig
@@ -89,11 +89,42 @@ def real_batches(shards: Path, batch_size: int, device: str, count: int, threads
     raise RuntimeError(f"{shards} gave {len(batches)} batches of {batch_size}, need {count}")
 
 
+def synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def objective_seconds(network: PretrainNetwork, batches: list, grids, steps: int) -> float:
+    """Seconds per step of what a step does besides the encoder and the optimiser: the
+    correspondence S_k from the batch's view parameters and the objective (projection, MINE and
+    temporal heads, the losses) forward and backward, on encoder features of the same batches
+    computed beforehand."""
+    device = batches[0].global_frames.device
+    features = []
+    with torch.no_grad():
+        for batch in batches:
+            b, k = batch.local_frames.shape[:2]
+            local = network.encoder.forward_clip(batch.local_frames.flatten(0, 1))
+            features.append((local.unflatten(0, (b, k)).float(),  # (B, K, C, Tc, Hc, Wc)
+                             network.encoder.forward_global(batch.global_frames).float()))
+    synchronise(device)
+    start = time.perf_counter()
+    for i in range(steps):
+        batch, (local, global_maps) = batches[i % len(batches)], features[i % len(batches)]
+        correspondence = clip_correspondence(geometry(batch.local_params),
+                                             geometry(batch.global_params), *grids)
+        network.objective(local.requires_grad_(), global_maps.requires_grad_(), correspondence,
+                          batch.local_params.level, batch.global_params.level).total.backward()
+        local.grad = global_maps.grad = None
+    synchronise(device)
+    return (time.perf_counter() - start) / steps
+
+
 def step_rate(batches: list, width: int, bf16: bool, steps: int, warmup: int,
-              compile_encoder: bool = False) -> tuple[float, float, float]:
-    """(videos/s, first loss, last loss) of `steps` timed training steps over `batches`.
-    compile_encoder: f and f' through torch.compile (the heads stay eager; the warm-up steps
-    include the compilation)."""
+              compile_encoder: bool = False) -> tuple[float, float, float, float]:
+    """(videos/s, first loss, last loss, seconds of objective_seconds per step) of `steps`
+    timed training steps over `batches`. compile_encoder: f and f' through torch.compile (the
+    heads stay eager; the warm-up steps include the compilation)."""
     torch.manual_seed(0)
     device = batches[0].global_frames.device
     network = PretrainNetwork(ModelConfig(width=width), LossConfig()).to(device)
@@ -110,8 +141,7 @@ def step_rate(batches: list, width: int, bf16: bool, steps: int, warmup: int,
     for i in range(warmup):
         losses.append(training_step(network, optimizer, batches[i % len(batches)], grids, i,
                                     bf16=bf16).total.item())
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    synchronise(device)
     start = time.perf_counter()
     videos = 0
     for i in range(steps):
@@ -119,7 +149,9 @@ def step_rate(batches: list, width: int, bf16: bool, steps: int, warmup: int,
         breakdown = training_step(network, optimizer, batch, grids, warmup + i, bf16=bf16)
         videos += len(batch.video_id)
     last = breakdown.total.item()  # synchronises
-    return videos / (time.perf_counter() - start), losses[0] if losses else last, last
+    rate = videos / (time.perf_counter() - start)
+    return rate, losses[0] if losses else last, last, objective_seconds(network, batches, grids,
+                                                                          steps)
 
 
 def main() -> int:
@@ -163,12 +195,15 @@ def main() -> int:
               f"{TORCHVISION_R3D18_GFLOPS:.1f} G")
         baseline = None
         for precision in precisions:
-            rate, first, last = step_rate(batches, args.width, precision.startswith("bf16"),
-                                          args.steps, args.warmup,
-                                          precision.endswith("+compile"))
+            rate, first, last, objective = step_rate(
+                batches, args.width, precision.startswith("bf16"), args.steps, args.warmup,
+                precision.endswith("+compile"))
+            step = args.batch_size / rate  # seconds
             baseline = baseline or rate
             print(f"{precision:12s} {rate:8.2f} videos/s {rate * clips:8.1f} clips/s "
-                  f"{rate / baseline:5.2f}x {precisions[0]}   loss {first:.3f} -> {last:.3f}",
+                  f"{rate / baseline:5.2f}x {precisions[0]}   loss {first:.3f} -> {last:.3f}   "
+                  f"correspondence + heads + losses {objective * 1e3:.1f} ms of the step's "
+                  f"{step * 1e3:.1f} ms ({objective / step:.1%})",
                   flush=True)
     return 0
 

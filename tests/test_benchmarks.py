@@ -34,7 +34,8 @@ def test_the_step_benchmark_runs_on_the_cpu():
     out = run_script("benchmarks/train_step_throughput.py", "--device", "cpu", "--width", "8",
                      "--batch-size", "4", "--steps", "2", "--warmup", "1", "--threads", "1",
                      "--precisions", "fp32")
-    assert re.search(r"fp32 +" + RATE + r".*loss \d+\.\d+ -> \d+\.\d+", out), out
+    assert re.search(r"fp32 +" + RATE + r".*loss \d+\.\d+ -> \d+\.\d+ .*correspondence \+ heads "
+                     r"\+ losses \d+\.\d ms of the step.s \d+\.\d ms", out), out
     assert re.search(r"FLOPs per video \(forward \+ backward\): \d+\.\d G", out), out
 
 
