@@ -5,7 +5,8 @@
 #   1. the device;  2. the `gpu`-marked tests (NVDEC / nvJPEG parity with DALI CPU, bf16 +
 #   channels_last_3d encoder);  3. the train step, fp32 / bf16 / bf16 + torch.compile, on DALI GPU
 #   batches;
-#   4. the loader throughput: reference vs DALI CPU vs DALI GPU, both payload formats.
+#   4. the loader throughput: reference vs DALI CPU vs DALI GPU vs host decode for the GPU vs
+#   the split, both payload formats.
 set -uo pipefail
 out=${OUT:-/tmp/gpu-checks}
 mkdir -p "$out"
@@ -20,8 +21,9 @@ check() {  # check NAME COMMAND...: run, log to $out/NAME.txt, remember a failur
 }
 check device nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 check gpu-tests "$python" -m pytest -m gpu -q -p no:cacheprovider -o addopts="" -rs \
-  tests/test_pipeline_views.py tests/test_encoder.py
+  tests/test_pipeline_views.py tests/test_encoder.py tests/test_placement.py
 check train-step "$python" benchmarks/train_step_throughput.py --threads 16 \
   --precisions fp32,bf16,bf16+compile
-check loader "$python" benchmarks/pipeline_throughput.py --devices cpu,gpu --threads 16
+check loader "$python" benchmarks/pipeline_throughput.py --devices cpu,gpu,host-gpu,split \
+  --threads 16
 exit $status

@@ -12,11 +12,14 @@ the decode-and-augment ceiling), (2) the same without the colour and blur operat
 Pillow + numpy renderer written for speed (below), on the same number of threads. (1)-(3) do no
 sampling and no reading, so the loader's ratios to them are lower bounds.
 
-Runs on the CPU machines (DALI CPU vs PyAV) and on a GPU host (add --devices gpu; the host needs
-DALI and PyAV, see ../shared/tools/device-wheels.sh). Kept well under 5 minutes by default.
+--devices names decode placements (pipeline.placement): cpu (CPU batches), gpu (NVDEC /
+nvJPEG), host-gpu (decoded on the host's threads, delivered to the GPU), split (each batch
+between both at once; --gpu-share of it on the GPU). Runs on the CPU machines (DALI CPU vs
+PyAV) and on a GPU host (the host needs DALI and PyAV, see ../shared/tools/device-wheels.sh).
+Kept well under 5 minutes by default.
 
     .venv/bin/python benchmarks/pipeline_throughput.py --ceiling             # this machine
-    python benchmarks/pipeline_throughput.py --devices cpu,gpu --threads 16  # a GPU host
+    python benchmarks/pipeline_throughput.py --devices cpu,gpu,host-gpu,split --threads 16
 """
 
 from __future__ import annotations
@@ -43,14 +46,21 @@ from preprocessing.job import local_executor, run_preprocess
 from preprocessing.sources import list_dataset
 from preprocessing.synth import SynthConfig, synthesize
 
+# --devices name -> (where batches are delivered, where DALI decodes)
+PLACEMENTS = {"cpu": ("cpu", "cpu"), "gpu": ("gpu", "gpu"), "host-gpu": ("gpu", "cpu"),
+              "split": ("gpu", "split")}
 
-def epoch_rate(shards: Path, backend: str, device: str, batch_size: int, threads: int
-               ) -> tuple[float, float]:
+
+def epoch_rate(shards: Path, backend: str, placement: str, batch_size: int, threads: int,
+               gpu_share: float = 0.7) -> tuple[float, float]:
     """(videos/s, host milliseconds per video) over the second of two epochs: the first
     builds the graph and checks every payload once (LoaderStats.host_seconds: sampling,
-    reading, packing, building inputs, assembling, on the loader's one producer thread)."""
+    reading, packing, building inputs, assembling, on the loader's one producer thread; with
+    the split, building the inputs counts as rendering)."""
+    device, decode = PLACEMENTS[placement]
     loader = build_pretrain_loader(shards, batch_size, device=device, backend=backend,
-                                   num_threads=threads, levels_per_batch=8, prefetch=2)
+                                   num_threads=threads, levels_per_batch=8, prefetch=2,
+                                   decode=decode, gpu_share=gpu_share)
     for _ in loader:
         pass
     loader.set_epoch(1)
@@ -58,7 +68,7 @@ def epoch_rate(shards: Path, backend: str, device: str, batch_size: int, threads
     videos = 0
     for batch in loader:
         videos += len(batch.video_id)
-    if device == "gpu":
+    if device == "gpu":  # the delivery device
         torch.cuda.synchronize()
     if loader.stats.skipped:
         raise RuntimeError(f"skipped videos: {loader.stats.skipped}")
@@ -207,13 +217,19 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--formats", default="video,frames")
-    parser.add_argument("--devices", default="cpu")
+    parser.add_argument("--devices", default="cpu",
+                        help=f"decode placements, of {', '.join(PLACEMENTS)}")
+    parser.add_argument("--gpu-share", type=float, default=0.7,
+                        help="the GPU's share of each batch for --devices split")
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--ceiling", action="store_true",
                         help="frames on the CPU: also the bare graph and a Pillow renderer")
     parser.add_argument("--rounds", type=int, default=1,
                         help="with --ceiling: alternate the four this many times (medians)")
     args = parser.parse_args()
+    unknown = set(args.devices.split(",")) - set(PLACEMENTS)
+    if unknown:
+        parser.error(f"unknown --devices {sorted(unknown)}: {', '.join(PLACEMENTS)}")
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         synthesize(root / "videos", SynthConfig(classes=4, videos_per_class=args.videos // 4,
@@ -234,9 +250,9 @@ def main() -> int:
                 print(f"{payload:6s} reference (PyAV + numpy) {baseline:7.2f} videos/s")
             for device in args.devices.split(","):
                 rate, host_ms = epoch_rate(shards, "dali", device, args.batch_size,
-                                           args.threads)
+                                           args.threads, args.gpu_share)
                 ratio = f"  {rate / baseline:5.2f}x the reference" if baseline else ""
-                print(f"{payload:6s} DALI {device:3s}               {rate:7.2f} videos/s{ratio}"
+                print(f"{payload:6s} DALI {device:8s}          {rate:7.2f} videos/s{ratio}"
                       f"  host {host_ms:.2f} ms/video (one thread feeds "
                       f"{1e3 / host_ms:.0f} videos/s)", flush=True)
                 if args.ceiling and payload == "frames" and device == "cpu":

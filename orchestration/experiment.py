@@ -19,6 +19,7 @@ from typing import Any, Literal
 from model.config import LossConfig, ModelConfig
 from model.objective import MIN_VIDEOS_PER_BATCH
 from pipeline.config import AugmentConfig
+from pipeline.placement import DEFAULT_GPU_SHARE
 from preprocessing.storage import is_uri
 from preprocessing.validation import check_field_types, describe_type, require
 
@@ -34,7 +35,12 @@ class DataConfig:
     checked by ExperimentConfig). backend: "dali" or "reference" (PyAV).
     shuffle_memory_mb: payload memory per worker for the epoch shuffle: the training order
     permutes the rows of windows of row groups this large (pipeline/shard_reader.py); a budget
-    that holds a worker's share of the dataset gives a uniform permutation."""
+    that holds a worker's share of the dataset gives a uniform permutation.
+    decode: where DALI decodes, independent of where the model trains (pipeline.placement):
+    "auto" (the training device's own decoders), "cpu", "gpu", or "split" (each batch between
+    the host's num_threads and the GPU at once, decode_gpu_share of it on the GPU; the default
+    share is from the measured one-loader rates on an H200 host). "gpu" and "split" need
+    run.gpu."""
 
     shards: str = ""
     split: str | None = None
@@ -43,10 +49,16 @@ class DataConfig:
     prefetch: int = 2
     num_threads: int = 4
     shuffle_memory_mb: int = 2048
+    decode: Literal["auto", "cpu", "gpu", "split"] = "auto"
+    decode_gpu_share: float = DEFAULT_GPU_SHARE
 
     def __post_init__(self) -> None:
         check_field_types(self)
         require(self.shuffle_memory_mb >= 1, "shuffle_memory_mb must be >= 1")
+        require(0.0 <= self.decode_gpu_share <= 1.0, "decode_gpu_share must be in [0, 1]")
+        require(self.backend == "dali" or self.decode in ("auto", "cpu"),
+                f"data.decode = {self.decode!r} needs data.backend = 'dali' (the reference "
+                f"backend decodes on the host)")
         require(self.prefetch >= 1 and self.num_threads >= 1,
                 "prefetch and num_threads must be >= 1")
 
@@ -125,6 +137,9 @@ class ExperimentConfig:
         require(self.data.batch_size >= self.run.workers * MIN_VIDEOS_PER_BATCH,
                 f"data.batch_size {self.data.batch_size} gives workers fewer than "
                 f"{MIN_VIDEOS_PER_BATCH} videos each (run.workers = {self.run.workers})")
+        require(self.run.gpu or self.data.decode in ("auto", "cpu"),
+                f"data.decode = {self.data.decode!r} decodes on a GPU, but run.gpu = false: "
+                f"set run.gpu = true or data.decode = 'cpu'")
 
     def with_absolute_paths(self) -> ExperimentConfig:
         """The same config with its local locations (data.shards, run.storage_path,

@@ -93,7 +93,8 @@ def pretrain_loop(config: ExperimentConfig, run_id: str, tracking_uri: str,
         world_size=world, seed=config.run.seed, epoch=state.epoch, config=config.augment,
         backend=config.data.backend, prefetch=config.data.prefetch,
         num_threads=config.data.num_threads, split=config.data.split,
-        shuffle_memory_mb=config.data.shuffle_memory_mb, device_id=device.index or 0)
+        shuffle_memory_mb=config.data.shuffle_memory_mb, device_id=device.index or 0,
+        decode=config.data.decode, gpu_share=config.data.decode_gpu_share)
     grids = unwrap(network).grids((config.augment.clip_frames, config.augment.size,
                                    config.augment.size))
     logger = RunLogger(tracking_uri, run_id) if rank == 0 else None

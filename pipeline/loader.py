@@ -9,8 +9,10 @@ machinery (`VideoLoader`) and differ only in how views are sampled and batches a
   every video once, in dataset order -> ClipBatch.
 - `build_supervised_loader`: one random clip, random crop and flip per video -> ClipBatch.
 
-Decoding runs on DALI (`backend="dali"`, device "cpu" or "gpu") or on the PyAV + numpy reference
-(`backend="reference"`, the parity oracle and the baseline loader). A background thread reads
+Decoding runs on DALI (`backend="dali"`) or on the PyAV + numpy reference (`backend="reference"`,
+the parity oracle and the baseline loader). Where DALI decodes is the `decode` option ("auto":
+the delivery device's own; "cpu", "gpu", or "split" between both: pipeline.placement),
+independent of the device the batches are delivered to. A background thread reads
 payloads and renders the next `prefetch` batches while the consumer trains. A payload that fails
 to decode never ends the run: its batch is re-rendered without it, and the video is counted and
 listed in `loader.stats.skipped`. Payloads are checked on the host before DALI sees them
@@ -37,6 +39,7 @@ from PIL import Image
 from model.objective import MIN_VIDEOS_PER_BATCH
 from pipeline.config import AugmentConfig
 from pipeline.packing import pack_view_params
+from pipeline.placement import DEFAULT_GPU_SHARE, SplitViews, resolve_decode, split_sizes
 from pipeline.reference import render_sample
 from pipeline.sampling import (
     ViewParams,
@@ -122,13 +125,16 @@ class ReferenceViews:
 
 SampleViews = Callable[[ShardDataset, np.ndarray, int, int], ViewParams]
 
-# What DALI's video decoder reads on each device (DALI 2.4; DESIGN section 4).
+# What DALI's video decoder reads on each device (DALI 2.4; DESIGN section 4); a split batch
+# may put any video on either.
 DALI_VIDEO_CODECS = {"cpu": {"vp8", "vp9", "mjpeg"}, "gpu": {"h264", "hevc", "vp9", "av1"}}
+DALI_VIDEO_CODECS["split"] = DALI_VIDEO_CODECS["cpu"] & DALI_VIDEO_CODECS["gpu"]
 
 
 def payload_problem(payload: bytes | list[bytes], device: str, full: bool = False
                     ) -> str | None:
-    """Why DALI must not be given this payload, or None.
+    """Why DALI must not be given this payload, or None. device: where DALI decodes it ("cpu",
+    "gpu", or "split": either, so only what both read).
 
     DALI 2.4's decoders can crash the whole process on corrupt input instead of raising (seen
     with garbage WebM and with JPEGs whose entropy data is noise), so payloads are checked on
@@ -173,7 +179,8 @@ class VideoLoader:
                  shuffle: bool = True, backend: str = "dali", jitter: bool = True,
                  prefetch: int = 2, num_threads: int = 2, device_id: int = 0,
                  validate: str = "header", min_batch: int = 1,
-                 shuffle_memory_mb: int = DEFAULT_SHUFFLE_BYTES // 2**20) -> None:
+                 shuffle_memory_mb: int = DEFAULT_SHUFFLE_BYTES // 2**20,
+                 decode: str = "auto", gpu_share: float = DEFAULT_GPU_SHARE) -> None:
         if backend not in ("dali", "reference"):
             raise ValueError(f"backend must be dali or reference, got {backend!r}")
         if batch_size < 1:
@@ -186,6 +193,8 @@ class VideoLoader:
             world_size
         self.seed, self.epoch, self.shuffle, self.prefetch = seed, epoch, shuffle, prefetch
         self.device = torch.device(device if device != "gpu" else f"cuda:{device_id}")
+        self.decode = resolve_decode(decode, "cpu" if self.device.type == "cpu" else "gpu",
+                                     backend)
         self.stats = LoaderStats()
         self.shuffle_bytes = shuffle_memory_mb * 2**20
         # In dataset order a row group is never needed again once passed: cache just one.
@@ -197,11 +206,19 @@ class VideoLoader:
         if backend == "dali":
             from pipeline.dali_graph import DaliViews
 
-            self.views = DaliViews(dataset.payload_format, num_views, config.clip_frames,
-                                   config.size, jitter and config.jitter, config.blur,
-                                   "cpu" if self.device.type == "cpu" else "gpu",
-                                   max_batch=largest, num_threads=num_threads,
-                                   device_id=device_id)
+            def dali_views(place: str, max_batch: int) -> DaliViews:
+                return DaliViews(dataset.payload_format, num_views, config.clip_frames,
+                                 config.size, jitter and config.jitter, config.blur, place,
+                                 max_batch=max_batch, num_threads=num_threads,
+                                 device_id=device_id)
+
+            if self.decode == "split":
+                on_cpu, on_gpu = split_sizes(largest, gpu_share)
+                self.views = SplitViews(dali_views("cpu", on_cpu) if on_cpu else None,
+                                        dali_views("gpu", on_gpu) if on_gpu else None,
+                                        gpu_share, self.device)
+            else:
+                self.views = dali_views(self.decode, largest)
         else:
             self.views = ReferenceViews(config.size, jitter and config.jitter, num_threads)
         self.backend = backend
@@ -223,10 +240,9 @@ class VideoLoader:
         payloads = self.reader.read(rows)
         packed = pack_view_params(views)  # (B, V, PARAMS_WIDTH)
         if self.backend == "dali":
-            device = "cpu" if self.device.type == "cpu" else "gpu"
             for i, row in enumerate(rows):
                 if int(row) not in self.checked:
-                    self.checked[int(row)] = payload_problem(payloads[i], device,
+                    self.checked[int(row)] = payload_problem(payloads[i], self.decode,
                                                              full=self.validate == "full")
             unusable = [i for i, row in enumerate(rows) if self.checked[int(row)]]
             for i in unusable:
@@ -341,7 +357,8 @@ def build_pretrain_loader(shards: Path | str, batch_size: int, device: str = "cp
                           **options) -> VideoLoader:
     """Pretraining batches (PretrainBatch) of this rank; options: config (AugmentConfig) or
     any of its fields, split, backend ("dali" | "reference"), prefetch, num_threads, device_id,
-    shuffle_memory_mb (the epoch shuffle's window, see pipeline.shard_reader).
+    shuffle_memory_mb (the epoch shuffle's window, see pipeline.shard_reader), decode ("auto",
+    "cpu", "gpu", "split") and gpu_share (where DALI decodes: pipeline.placement).
     """
     config = _augment_config(options)
     dataset = ShardDataset.open(shards, options.pop("split", None))

@@ -47,6 +47,10 @@ def test_overrides_are_typed_and_round_trip():
     (["--model.num_clips=3"], "must match"),
     (["--run.workers=8"], "fewer than 2 videos each"),
     (["--loss.temperature=0"], "temperature must be > 0"),
+    (["--data.decode=nvdec"], "decode must be one of"),
+    (["--data.decode=split"], "decodes on a GPU, but run.gpu = false"),
+    (["--data.decode_gpu_share=1.2"], r"decode_gpu_share must be in \[0, 1\]"),
+    (["--data.backend=reference", "--data.decode=gpu"], "needs data.backend = 'dali'"),
 ])
 def test_bad_overrides_are_clear_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
