@@ -23,6 +23,7 @@ import io
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -120,6 +121,19 @@ def objective_seconds(network: PretrainNetwork, batches: list, grids, steps: int
     return (time.perf_counter() - start) / steps
 
 
+def host_syncs(network, optimizer, batch, grids, step: int, bf16: bool) -> int:
+    """Host-device synchronisations in one training step on a GPU, as torch's sync debug
+    mode reports them (one is the logged scalars, LossBreakdown.scalars)."""
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            training_step(network, optimizer, batch, grids, step, bf16=bf16)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(warning.message) for warning in caught)
+
+
 def step_rate(batches: list, width: int, bf16: bool, steps: int, warmup: int,
               compile_encoder: bool = False) -> tuple[float, float, float, float]:
     """(videos/s, first loss, last loss, seconds of objective_seconds per step) of `steps`
@@ -150,6 +164,10 @@ def step_rate(batches: list, width: int, bf16: bool, steps: int, warmup: int,
         videos += len(batch.video_id)
     last = breakdown.total.item()  # synchronises
     rate = videos / (time.perf_counter() - start)
+    if device.type == "cuda":
+        print(f"  host-device syncs in one step: "
+              f"{host_syncs(network, optimizer, batches[0], grids, warmup + steps, bf16)} (one "
+              f"is the logged scalars)", flush=True)
     return rate, losses[0] if losses else last, last, objective_seconds(network, batches, grids,
                                                                           steps)
 
