@@ -41,6 +41,7 @@ from PIL import Image, ImageFilter
 from pipeline import build_pretrain_loader
 from pipeline.config import MEAN, STD, AugmentConfig
 from pipeline.packing import BLUR_SIGMA, FLIP, X0, X1, Y0, Y1, colour_affine, pack_view_params
+from pipeline.placement import DEFAULT_GPU_SHARE
 from preprocessing.config import PreprocessConfig
 from preprocessing.job import local_executor, run_preprocess
 from preprocessing.sources import list_dataset
@@ -52,7 +53,7 @@ PLACEMENTS = {"cpu": ("cpu", "cpu"), "gpu": ("gpu", "gpu"), "host-gpu": ("gpu", 
 
 
 def epoch_rate(shards: Path, backend: str, placement: str, batch_size: int, threads: int,
-               gpu_share: float = 0.7) -> tuple[float, float]:
+               gpu_share: float = DEFAULT_GPU_SHARE) -> tuple[float, float]:
     """(videos/s, host milliseconds per video) over the second of two epochs: the first
     builds the graph and checks every payload once (LoaderStats.host_seconds: sampling,
     reading, packing, building inputs, assembling, on the loader's one producer thread; with
@@ -219,7 +220,7 @@ def main() -> int:
     parser.add_argument("--formats", default="video,frames")
     parser.add_argument("--devices", default="cpu",
                         help=f"decode placements, of {', '.join(PLACEMENTS)}")
-    parser.add_argument("--gpu-share", type=float, default=0.7,
+    parser.add_argument("--gpu-share", type=float, default=DEFAULT_GPU_SHARE,
                         help="the GPU's share of each batch for --devices split")
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--ceiling", action="store_true",

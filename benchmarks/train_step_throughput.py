@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 import sys
 import tempfile
 import time
@@ -63,9 +64,7 @@ def step_flops(width: int, frames: tuple[int, int, int], clips: int,
     with FlopCounterMode(display=False) as one_clip:
         meta_encoder.forward_clip(torch.empty(1, 3, *frames, device="meta"))
     local_grid, global_grid = network.grids(frames)
-    cells = (local_grid[0] * local_grid[1] * local_grid[2],
-             global_grid[0] * global_grid[1] * global_grid[2])
-    correspondence = torch.rand(videos, clips, *cells)
+    correspondence = torch.rand(videos, clips, math.prod(local_grid), math.prod(global_grid))
     correspondence = correspondence / correspondence.sum(-1, keepdim=True)
     levels = torch.zeros(videos, clips + 1, dtype=torch.long)
     with FlopCounterMode(display=False) as counter:
