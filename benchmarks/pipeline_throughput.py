@@ -33,6 +33,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -46,6 +47,9 @@ from preprocessing.config import PreprocessConfig
 from preprocessing.job import local_executor, run_preprocess
 from preprocessing.sources import list_dataset
 from preprocessing.synth import SynthConfig, synthesize
+
+if TYPE_CHECKING:  # DALI is imported where it is used: the reference loader runs without it
+    from pipeline.dali_graph import JpegBatch
 
 # --devices name -> (where batches are delivered, where DALI decodes)
 PLACEMENTS = {"cpu": ("cpu", "cpu"), "gpu": ("gpu", "gpu"), "host-gpu": ("gpu", "cpu"),
@@ -78,12 +82,12 @@ def epoch_rate(shards: Path, backend: str, placement: str, batch_size: int, thre
 
 @dataclass
 class FrameBatch:
-    """One batch's decode inputs, read ahead: jpegs (B*V*L,) uint8 arrays in (video, view,
-    frame) order, rows (B*V*L, PARAMS_WIDTH) each image's view parameters, shape (B, V, L),
+    """One batch's decode inputs, read ahead: jpegs the B*V*L JPEGs in (video, view, frame)
+    order, rows (B*V*L, PARAMS_WIDTH) each image's view parameters, shape (B, V, L),
     distinct: how many of the jpegs are distinct frames of their video (the others repeat a
     frame that another view of the same video also needs)."""
 
-    jpegs: list[np.ndarray]
+    jpegs: JpegBatch
     rows: np.ndarray
     shape: tuple[int, int, int]
     distinct: int
@@ -128,7 +132,7 @@ def bare_graph_rate(batches: list[FrameBatch], size: int, jitter: bool, threads:
     pipe.build()
 
     def render(batch: FrameBatch) -> None:
-        pipe.feed_input("encoded", batch.jpegs)
+        batch.jpegs.feed(pipe)
         (out,) = pipe.run()
         out.as_array()
 
@@ -169,9 +173,9 @@ def pillow_rate(batches: list[FrameBatch], size: int, threads: int) -> float:
 
         def video(i: int) -> np.ndarray:
             first = i * v * length
-            return np.stack([pillow_view(batch.jpegs[first + j * length:first + (j + 1) * length],
-                                         batch.rows[first + j * length], size)
-                             for j in range(v)])
+            starts = range(first, first + v * length, length)
+            return np.stack([pillow_view([batch.jpegs[k] for k in range(start, start + length)],
+                                         batch.rows[start], size) for start in starts])
 
         np.stack(list(pool.map(video, range(batch.shape[0]))))
 

@@ -12,7 +12,8 @@ needs, once per video, in one forward pass (no backward seeks: NVDEC pays dearly
 `fn.sequence_rearrange` then lays them out view after view (V * L frames, repeats allowed) and
 each view is a slice of that sequence.
 `frames` payloads: every needed JPEG is one sample of the image decoder (a batch of B * V * L
-images), so only the needed frames are decoded; the host regroups them.
+images, fed as one padded array: JpegBatch), so only the needed frames are decoded; the host
+regroups them.
 
 device "cpu" decodes with libavcodec / libjpeg-turbo (VP8, VP9, MJPEG, JPEG); "gpu" uses NVDEC /
 nvJPEG through DALI's mixed backends (H.264, HEVC, VP9, AV1, JPEG) and keeps frames on the GPU.
@@ -21,6 +22,7 @@ nvJPEG through DALI's mixed backends (H.264, HEVC, VP9, AV1, JPEG) and keeps fra
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -81,13 +83,20 @@ def video_views_graph(views: int, clip_frames: int, size: int, jitter: bool, blu
 
 @pipeline_def
 def frame_views_graph(size: int, jitter: bool, blur: bool, decoder_device: str):
-    """Per sample: one JPEG, its view's row (PARAMS_WIDTH,) and colour (3, 4) when jitter
-    -> (C, s, s)."""
-    encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
+    """Per sample: one JPEG (a row of JpegBatch), its view's row (PARAMS_WIDTH,) and colour
+    (3, 4) when jitter -> (C, s, s)."""
     row = fn.external_source(name="rows", dtype=types.FLOAT, ndim=1)
     colour = fn.external_source(name="colour", dtype=types.FLOAT, ndim=2) if jitter else None
-    image = fn.decoders.image(encoded, device=decoder_device, output_type=types.RGB)
+    image = fn.decoders.image(_jpeg_input(), device=decoder_device, output_type=types.RGB)
     return _augment(image, size=size, layout="CHW", **_row_arguments(row, colour, blur))
+
+
+def _jpeg_input():
+    """The frames graphs' encoded input: JpegBatch's padded rows cut to their lengths (a copy
+    of each JPEG on DALI's threads, far cheaper than feeding one host array per image)."""
+    padded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
+    lengths = fn.external_source(name="lengths", dtype=types.INT32, ndim=0)
+    return fn.slice(padded, 0, lengths, axes=[0])
 
 
 # fixed_frame_graph's colour: brightness 1.1, contrast 0.9, saturation 1.1, hue 0.05.
@@ -99,22 +108,51 @@ def fixed_frame_graph(size: int, jitter: bool, blur: bool, decoder_device: str):
     """The ceiling of frame_views_graph (benchmarks/pipeline_throughput.py --ceiling): the same
     operators on one JPEG per sample, every parameter a constant instead of a per-sample row
     (a 0.8 x 0.8 crop, mid-range jitter, sigma 1, mirrored) -> (C, s, s)."""
-    encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
-    image = fn.decoders.image(encoded, device=decoder_device, output_type=types.RGB)
+    image = fn.decoders.image(_jpeg_input(), device=decoder_device, output_type=types.RGB)
     colour = colour_affine(FIXED_ROW).ravel().tolist() if jitter else None
     return _augment(image, roi_start=[0.1, 0.1], roi_end=[0.9, 0.9], colour=colour,
                     sigma=1.0 if jitter and blur else None, mirror=1, size=size, layout="CHW")
 
 
+@dataclass(frozen=True)
+class JpegBatch:
+    """N JPEGs as two arrays, fed to a frames graph in two calls whatever N is (a list of N
+    arrays costs DALI's feed a Python-side check per array, the largest host-side item of a
+    frames batch: BENCHMARKS.md). padded (N, W) uint8: JPEG i in padded[i, :lengths[i]], zeros
+    after it (W the longest of the N); lengths (N,) int32."""
+
+    padded: np.ndarray
+    lengths: np.ndarray
+
+    @classmethod
+    def pack(cls, jpegs: list[bytes]) -> JpegBatch:
+        lengths = np.fromiter(map(len, jpegs), dtype=np.int32, count=len(jpegs))
+        padded = np.zeros((len(jpegs), int(lengths.max(initial=0))), dtype=np.uint8)
+        for row, jpeg in zip(padded, jpegs, strict=True):
+            row[:len(jpeg)] = np.frombuffer(jpeg, dtype=np.uint8)
+        return cls(padded, lengths)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        """JPEG i's bytes, (lengths[i],) uint8 (a view, no copy)."""
+        return self.padded[i, :self.lengths[i]]
+
+    def feed(self, pipe) -> None:
+        pipe.feed_input("encoded", self.padded)
+        pipe.feed_input("lengths", self.lengths)
+
+
 def frame_inputs(payloads: list, frame_indices: np.ndarray, rows: np.ndarray
-                 ) -> tuple[list[np.ndarray], np.ndarray]:
+                 ) -> tuple[JpegBatch, np.ndarray]:
     """frame_views_graph's inputs for a batch: payloads (B,) lists of JPEGs, frame_indices
-    (B, V, L), rows (B, V, PARAMS_WIDTH) -> (the B*V*L needed JPEGs as uint8 arrays in (video,
-    view, frame) order, their rows (B*V*L, PARAMS_WIDTH)). The rows are one dense array: DALI
-    reads its first axis as the batch, one call instead of one conversion per image."""
+    (B, V, L), rows (B, V, PARAMS_WIDTH) -> (the B*V*L needed JPEGs in (video, view, frame)
+    order, their rows (B*V*L, PARAMS_WIDTH)). Both are dense arrays: DALI reads their first
+    axis as the batch, one call instead of one conversion per image."""
     b, v, length = frame_indices.shape
-    jpegs = [np.frombuffer(payloads[i][frame], dtype=np.uint8)
-             for i in range(b) for frame in frame_indices[i].reshape(-1)]
+    jpegs = JpegBatch.pack([payloads[i][frame] for i in range(b)
+                            for frame in frame_indices[i].reshape(-1).tolist()])
     per_image = np.repeat(rows.reshape(b * v, PARAMS_WIDTH).astype(np.float32, copy=False),
                           length, axis=0)
     return jpegs, per_image
@@ -195,7 +233,7 @@ class DaliViews:
             (views,) = self._run_pipeline()  # (B, V, 3, L, s, s)
             return views
         jpegs, per_image = frame_inputs(payloads, frame_indices, rows)
-        self.pipe.feed_input("encoded", jpegs)
+        jpegs.feed(self.pipe)
         self.pipe.feed_input("rows", per_image)
         if self.jitter:
             per_view = colour_affine(rows.reshape(b * v, PARAMS_WIDTH))  # (B*V, 3, 4)

@@ -12,7 +12,7 @@ from media import write_frames
 
 from pipeline import build_pretrain_loader, packing
 from pipeline.config import MEAN, STD, AugmentConfig
-from pipeline.dali_graph import DaliViews
+from pipeline.dali_graph import DaliViews, JpegBatch
 from pipeline.packing import pack_view_params
 from pipeline.reference import render_sample
 from pipeline.sampling import ViewParams, sample_pretrain_views
@@ -56,6 +56,18 @@ def test_dali_cpu_matches_the_reference_per_view(shards, payload):
                                   packed[b], 112)
         for v in range(5):
             assert psnr(dali[b, v], reference[v]) >= 30, (b, v, packed[b, v])
+
+
+def test_a_jpeg_batch_holds_each_buffer_exactly_once_padded_with_zeros():
+    rng = np.random.default_rng(3)
+    buffers = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in (5, 1, 17, 0, 9)]
+    jpegs = JpegBatch.pack(buffers)
+    assert len(jpegs) == 5 and jpegs.padded.shape == (5, 17) and jpegs.padded.dtype == np.uint8
+    assert jpegs.lengths.dtype == np.int32 and jpegs.lengths.tolist() == [5, 1, 17, 0, 9]
+    for i, buffer in enumerate(buffers):
+        assert jpegs[i].tobytes() == buffer
+        assert not jpegs.padded[i, len(buffer):].any()
+    assert JpegBatch.pack([]).padded.shape == (0, 0)
 
 
 def test_the_packed_row_holds_view_params_in_their_own_units_by_name():
