@@ -49,7 +49,7 @@ from preprocessing.sources import list_dataset
 from preprocessing.synth import SynthConfig, synthesize
 
 if TYPE_CHECKING:  # DALI is imported where it is used: the reference loader runs without it
-    from pipeline.dali_graph import JpegBatch
+    from pipeline.dali_graph import FrameInputs
 
 # --devices name -> (where batches are delivered, where DALI decodes)
 PLACEMENTS = {"cpu": ("cpu", "cpu"), "gpu": ("gpu", "gpu"), "host-gpu": ("gpu", "cpu"),
@@ -82,15 +82,13 @@ def epoch_rate(shards: Path, backend: str, placement: str, batch_size: int, thre
 
 @dataclass
 class FrameBatch:
-    """One batch's decode inputs, read ahead: jpegs the B*V*L JPEGs in (video, view, frame)
-    order, rows (B*V*L, PARAMS_WIDTH) each image's view parameters, shape (B, V, L),
-    distinct: how many of the jpegs are distinct frames of their video (the others repeat a
-    frame that another view of the same video also needs)."""
+    """One batch's decode inputs, read ahead: inputs the frames graph's (each video's distinct
+    needed JPEGs and where each of the B*V*L images comes from), rows (B*V*L, PARAMS_WIDTH)
+    each image's view parameters, shape (B, V, L)."""
 
-    jpegs: JpegBatch
+    inputs: FrameInputs
     rows: np.ndarray
     shape: tuple[int, int, int]
-    distinct: int
 
 
 def read_ahead(shards: Path, batch_size: int) -> list[FrameBatch]:
@@ -104,10 +102,9 @@ def read_ahead(shards: Path, batch_size: int) -> list[FrameBatch]:
     for index, rows in enumerate(loader.batches()):
         views = loader.sample_views(loader.dataset, rows, index, loader.epoch)
         payloads = loader.reader.read(rows)
-        jpegs, rows_per_image = frame_inputs(payloads, views.frame_indices,
-                                             pack_view_params(views))
-        distinct = sum(len(np.unique(frames)) for frames in views.frame_indices)
-        batches.append(FrameBatch(jpegs, rows_per_image, views.frame_indices.shape, distinct))
+        inputs, rows_per_image = frame_inputs(payloads, views.frame_indices,
+                                              pack_view_params(views))
+        batches.append(FrameBatch(inputs, rows_per_image, views.frame_indices.shape))
     return batches
 
 
@@ -127,27 +124,26 @@ def bare_graph_rate(batches: list[FrameBatch], size: int, jitter: bool, threads:
     from pipeline.dali_graph import fixed_frame_graph
 
     pipe = fixed_frame_graph(size, jitter, jitter, "cpu", num_threads=threads, device_id=None,
-                             batch_size=max(len(b.jpegs) for b in batches),
+                             batch_size=max(len(b.rows) for b in batches),
                              prefetch_queue_depth=1, exec_dynamic=True)
     pipe.build()
 
     def render(batch: FrameBatch) -> None:
-        batch.jpegs.feed(pipe)
+        batch.inputs.feed(pipe)
         (out,) = pipe.run()
         out.as_array()
 
     return timed_second_pass(render, batches)
 
 
-def pillow_view(jpegs: list[np.ndarray], row: np.ndarray, size: int) -> np.ndarray:
-    """One view as a plain loader written for speed would render it: L JPEGs and the view's
-    row -> (3, L, size, size) float32. Pillow crops and resizes in one call and blurs (before
-    the colour map, not after: both are linear but for the final clip), numpy applies the
-    colour map (brightness/contrast, hue/saturation: one affine map), flip and normalisation
-    to the whole clip."""
+def pillow_view(images: list[Image.Image], row: np.ndarray, size: int) -> np.ndarray:
+    """One view as a plain loader written for speed would render it: L decoded frames and the
+    view's row -> (3, L, size, size) float32. Pillow crops and resizes in one call and blurs
+    (before the colour map, not after: both are linear but for the final clip), numpy applies
+    the colour map (brightness/contrast, hue/saturation: one affine map), flip and
+    normalisation to the whole clip."""
     frames = []
-    for jpeg in jpegs:
-        image = Image.open(io.BytesIO(jpeg)).convert("RGB")
+    for image in images:
         w, h = image.size
         image = image.resize((size, size), Image.Resampling.BILINEAR,
                              box=(row[X0] * w, row[Y0] * h, row[X1] * w, row[Y1] * h))
@@ -165,17 +161,23 @@ def pillow_view(jpegs: list[np.ndarray], row: np.ndarray, size: int) -> np.ndarr
 
 def pillow_rate(batches: list[FrameBatch], size: int, threads: int) -> float:
     """videos/s of pillow_view over every view, one video per task on `threads` threads
-    (Pillow and numpy release the GIL for decoding, resizing, filtering and array maths)."""
+    (Pillow and numpy release the GIL for decoding, resizing, filtering and array maths);
+    like the loader, each distinct frame of a video is decoded once."""
     pool = ThreadPoolExecutor(max_workers=threads)
 
     def render(batch: FrameBatch) -> None:
         _, v, length = batch.shape
+        gather = batch.inputs.gather
 
         def video(i: int) -> np.ndarray:
             first = i * v * length
-            starts = range(first, first + v * length, length)
-            return np.stack([pillow_view([batch.jpegs[k] for k in range(start, start + length)],
-                                         batch.rows[start], size) for start in starts])
+            needed = gather[first:first + v * length]
+            decoded = {j: Image.open(io.BytesIO(batch.inputs.jpeg(j))).convert("RGB")
+                       for j in np.unique(needed).tolist()}
+            views = [[decoded[j] for j in gather[start:start + length].tolist()]
+                     for start in range(first, first + v * length, length)]
+            return np.stack([pillow_view(frames, batch.rows[first + j * length], size)
+                             for j, frames in enumerate(views)])
 
         np.stack(list(pool.map(video, range(batch.shape[0]))))
 
@@ -189,10 +191,10 @@ def print_ceiling(shards: Path, loader_rate: float, batch_size: int, threads: in
     then the median of each and the median of the loader's per-round ratios."""
     batches = read_ahead(shards, batch_size)
     size = AugmentConfig().size
-    needed, distinct = sum(len(b.jpegs) for b in batches), sum(b.distinct for b in batches)
-    print(f"frames JPEGs decoded {needed}, of them distinct frames of their video {distinct}: "
-          f"decoding each distinct frame once would skip {1 - distinct / needed:.0%} of the "
-          f"decodes")
+    needed = sum(len(b.rows) for b in batches)
+    distinct = sum(b.inputs.distinct for b in batches)
+    print(f"frames: {needed} images, {distinct} distinct frames of their video, each decoded "
+          f"once ({1 - distinct / needed:.0%} of the images are repeats)")
     names = ("bare DALI graph, same operators", "bare DALI graph, no colour/blur",
              "Pillow + numpy, written for speed")
     measured: dict[str, list[float]] = {"loader": [], **{name: [] for name in names}}

@@ -11,9 +11,10 @@ the packed parameter row the host sampler produced (pipeline.packing):
 needs, once per video, in one forward pass (no backward seeks: NVDEC pays dearly for each);
 `fn.sequence_rearrange` then lays them out view after view (V * L frames, repeats allowed) and
 each view is a slice of that sequence.
-`frames` payloads: every needed JPEG is one sample of the image decoder (a batch of B * V * L
-images, fed as one padded array: JpegBatch), so only the needed frames are decoded; the host
-regroups them.
+`frames` payloads: the image decoder decodes each distinct frame that any view of a video needs
+once (its batch is B * V * L images, the rest 1x1 fillers), `fn.permute_batch` lays the decoded
+frames out view after view, and the host regroups them; the JPEGs are fed as one padded array
+(FrameInputs).
 
 device "cpu" decodes with libavcodec / libjpeg-turbo (VP8, VP9, MJPEG, JPEG); "gpu" uses NVDEC /
 nvJPEG through DALI's mixed backends (H.264, HEVC, VP9, AV1, JPEG) and keeps frames on the GPU.
@@ -21,12 +22,14 @@ nvJPEG through DALI's mixed backends (H.264, HEVC, VP9, AV1, JPEG) and keeps fra
 
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from nvidia.dali import fn, pipeline_def, types
+from PIL import Image
 
 from pipeline.config import MEAN, STD
 from pipeline.packing import BLUR_SIGMA, FLIP, PARAMS_WIDTH, X0, X1, Y0, Y1, colour_affine
@@ -83,20 +86,25 @@ def video_views_graph(views: int, clip_frames: int, size: int, jitter: bool, blu
 
 @pipeline_def
 def frame_views_graph(size: int, jitter: bool, blur: bool, decoder_device: str):
-    """Per sample: one JPEG (a row of JpegBatch), its view's row (PARAMS_WIDTH,) and colour
-    (3, 4) when jitter -> (C, s, s)."""
+    """Per sample: one JPEG and the index of the decoded image it stands for (FrameInputs),
+    its view's row (PARAMS_WIDTH,) and colour (3, 4) when jitter -> (C, s, s)."""
     row = fn.external_source(name="rows", dtype=types.FLOAT, ndim=1)
     colour = fn.external_source(name="colour", dtype=types.FLOAT, ndim=2) if jitter else None
-    image = fn.decoders.image(_jpeg_input(), device=decoder_device, output_type=types.RGB)
+    image = _decoded_frames(decoder_device)
     return _augment(image, size=size, layout="CHW", **_row_arguments(row, colour, blur))
 
 
-def _jpeg_input():
-    """The frames graphs' encoded input: JpegBatch's padded rows cut to their lengths (a copy
-    of each JPEG on DALI's threads, far cheaper than feeding one host array per image)."""
+def _decoded_frames(decoder_device: str):
+    """The frames graphs' images, one per (video, view, frame) of the batch, from FrameInputs:
+    the padded JPEG rows cut to their lengths (a copy of each JPEG on DALI's threads, far
+    cheaper than feeding one host array per image), decoded once per distinct frame of a video
+    (the rest of the decoder's batch is a 1x1 filler), then laid out by `gather`."""
     padded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
     lengths = fn.external_source(name="lengths", dtype=types.INT32, ndim=0)
-    return fn.slice(padded, 0, lengths, axes=[0])
+    gather = fn.external_source(name="gather", dtype=types.INT32, ndim=0)
+    decoded = fn.decoders.image(fn.slice(padded, 0, lengths, axes=[0]), device=decoder_device,
+                                output_type=types.RGB)
+    return fn.permute_batch(decoded, indices=gather)
 
 
 # fixed_frame_graph's colour: brightness 1.1, contrast 0.9, saturation 1.1, hue 0.05.
@@ -108,54 +116,77 @@ def fixed_frame_graph(size: int, jitter: bool, blur: bool, decoder_device: str):
     """The ceiling of frame_views_graph (benchmarks/pipeline_throughput.py --ceiling): the same
     operators on one JPEG per sample, every parameter a constant instead of a per-sample row
     (a 0.8 x 0.8 crop, mid-range jitter, sigma 1, mirrored) -> (C, s, s)."""
-    image = fn.decoders.image(_jpeg_input(), device=decoder_device, output_type=types.RGB)
+    image = _decoded_frames(decoder_device)
     colour = colour_affine(FIXED_ROW).ravel().tolist() if jitter else None
     return _augment(image, roi_start=[0.1, 0.1], roi_end=[0.9, 0.9], colour=colour,
                     sigma=1.0 if jitter and blur else None, mirror=1, size=size, layout="CHW")
 
 
+def _filler_jpeg() -> bytes:
+    """A 1x1 JPEG: what the image decoder's batch holds beyond a batch's distinct frames (the
+    decoder's batch is fixed at B*V*L images; a filler costs next to nothing to decode)."""
+    out = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(out, format="JPEG")
+    return out.getvalue()
+
+
+FILLER_JPEG = _filler_jpeg()
+
+
 @dataclass(frozen=True)
-class JpegBatch:
-    """N JPEGs as two arrays, fed to a frames graph in two calls whatever N is (a list of N
-    arrays costs DALI's feed a Python-side check per array, the largest host-side item of a
-    frames batch: BENCHMARKS.md). padded (N, W) uint8: JPEG i in padded[i, :lengths[i]], zeros
-    after it (W the longest of the N); lengths (N,) int32."""
+class FrameInputs:
+    """A frames batch's decode inputs as three arrays, fed in three calls whatever the batch
+    (a list of N arrays costs DALI's feed a Python-side check per array, the largest host-side
+    item of a frames batch: BENCHMARKS.md). For the N = B*V*L images of the batch in (video,
+    view, frame) order: padded (N, W) uint8, JPEG j in padded[j, :lengths[j]], zeros after it
+    (W the longest); lengths (N,) int32; gather (N,) int32, image i is the decode of JPEG
+    gather[i]. The first `distinct` JPEGs are the distinct frames of each video, the rest
+    FILLER_JPEG."""
 
     padded: np.ndarray
     lengths: np.ndarray
+    gather: np.ndarray
+    distinct: int
 
     @classmethod
-    def pack(cls, jpegs: list[bytes]) -> JpegBatch:
-        lengths = np.fromiter(map(len, jpegs), dtype=np.int32, count=len(jpegs))
-        padded = np.zeros((len(jpegs), int(lengths.max(initial=0))), dtype=np.uint8)
+    def pack(cls, jpegs: list[bytes], gather: np.ndarray) -> FrameInputs:
+        """jpegs (U,) the distinct JPEGs, gather (N,) indices into them, N >= U."""
+        distinct, total = len(jpegs), len(gather)
+        if distinct > total:
+            raise ValueError(f"{distinct} distinct JPEGs for {total} images")
+        jpegs = jpegs + [FILLER_JPEG] * (total - distinct)
+        lengths = np.fromiter(map(len, jpegs), dtype=np.int32, count=total)
+        padded = np.zeros((total, int(lengths.max(initial=0))), dtype=np.uint8)
         for row, jpeg in zip(padded, jpegs, strict=True):
             row[:len(jpeg)] = np.frombuffer(jpeg, dtype=np.uint8)
-        return cls(padded, lengths)
+        return cls(padded, lengths, gather.astype(np.int32, copy=False), distinct)
 
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        """JPEG i's bytes, (lengths[i],) uint8 (a view, no copy)."""
-        return self.padded[i, :self.lengths[i]]
+    def jpeg(self, j: int) -> np.ndarray:
+        """JPEG j's bytes, (lengths[j],) uint8 (a view, no copy)."""
+        return self.padded[j, :self.lengths[j]]
 
     def feed(self, pipe) -> None:
         pipe.feed_input("encoded", self.padded)
         pipe.feed_input("lengths", self.lengths)
+        pipe.feed_input("gather", self.gather)
 
 
 def frame_inputs(payloads: list, frame_indices: np.ndarray, rows: np.ndarray
-                 ) -> tuple[JpegBatch, np.ndarray]:
+                 ) -> tuple[FrameInputs, np.ndarray]:
     """frame_views_graph's inputs for a batch: payloads (B,) lists of JPEGs, frame_indices
-    (B, V, L), rows (B, V, PARAMS_WIDTH) -> (the B*V*L needed JPEGs in (video, view, frame)
-    order, their rows (B*V*L, PARAMS_WIDTH)). Both are dense arrays: DALI reads their first
-    axis as the batch, one call instead of one conversion per image."""
+    (B, V, L), rows (B, V, PARAMS_WIDTH) -> (the JPEGs of each video's distinct needed frames
+    and where each of the B*V*L images comes from, the images' rows (B*V*L, PARAMS_WIDTH)).
+    Every input is a dense array: DALI reads its first axis as the batch."""
     b, v, length = frame_indices.shape
-    jpegs = JpegBatch.pack([payloads[i][frame] for i in range(b)
-                            for frame in frame_indices[i].reshape(-1).tolist()])
+    jpegs: list[bytes] = []
+    gather = np.empty((b, v * length), dtype=np.int32)
+    for i in range(b):
+        frames, inverse = np.unique(frame_indices[i].reshape(-1), return_inverse=True)
+        gather[i] = len(jpegs) + inverse
+        jpegs.extend(payloads[i][frame] for frame in frames.tolist())
     per_image = np.repeat(rows.reshape(b * v, PARAMS_WIDTH).astype(np.float32, copy=False),
                           length, axis=0)
-    return jpegs, per_image
+    return FrameInputs.pack(jpegs, gather.reshape(-1)), per_image
 
 
 def _to_torch(tensor_list, device: torch.device) -> torch.Tensor:

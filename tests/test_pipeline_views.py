@@ -12,7 +12,7 @@ from media import write_frames
 
 from pipeline import build_pretrain_loader, packing
 from pipeline.config import MEAN, STD, AugmentConfig
-from pipeline.dali_graph import DaliViews, JpegBatch
+from pipeline.dali_graph import FILLER_JPEG, DaliViews, frame_inputs
 from pipeline.packing import pack_view_params
 from pipeline.reference import render_sample
 from pipeline.sampling import ViewParams, sample_pretrain_views
@@ -58,16 +58,24 @@ def test_dali_cpu_matches_the_reference_per_view(shards, payload):
             assert psnr(dali[b, v], reference[v]) >= 30, (b, v, packed[b, v])
 
 
-def test_a_jpeg_batch_holds_each_buffer_exactly_once_padded_with_zeros():
+def test_frame_inputs_hold_each_distinct_frame_once_and_gather_every_image():
     rng = np.random.default_rng(3)
-    buffers = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in (5, 1, 17, 0, 9)]
-    jpegs = JpegBatch.pack(buffers)
-    assert len(jpegs) == 5 and jpegs.padded.shape == (5, 17) and jpegs.padded.dtype == np.uint8
-    assert jpegs.lengths.dtype == np.int32 and jpegs.lengths.tolist() == [5, 1, 17, 0, 9]
-    for i, buffer in enumerate(buffers):
-        assert jpegs[i].tobytes() == buffer
-        assert not jpegs.padded[i, len(buffer):].any()
-    assert JpegBatch.pack([]).padded.shape == (0, 0)
+    payloads = [[rng.integers(0, 256, rng.integers(1, 30), dtype=np.uint8).tobytes()
+                 for _ in range(frames)] for frames in (12, 7)]
+    frame_indices = np.stack([rng.integers(0, 7, (3, 4)), rng.integers(0, 7, (3, 4))])
+    frame_indices[0, 1] = frame_indices[0, 0]  # two views of video 0 share their frames
+    rows = rng.random((2, 3, packing.PARAMS_WIDTH)).astype(np.float32)
+    inputs, per_image = frame_inputs(payloads, frame_indices, rows)
+    naive = [payloads[b][f] for b in range(2) for f in frame_indices[b].reshape(-1)]
+    assert [inputs.jpeg(j).tobytes() for j in inputs.gather] == naive
+    assert inputs.distinct == sum(len(np.unique(f)) for f in frame_indices)
+    assert len({inputs.jpeg(j).tobytes() for j in range(inputs.distinct)}) == inputs.distinct
+    assert all(inputs.jpeg(j).tobytes() == FILLER_JPEG
+               for j in range(inputs.distinct, len(inputs.lengths)))
+    for j, length in enumerate(inputs.lengths):
+        assert not inputs.padded[j, length:].any()
+    assert inputs.gather.dtype == inputs.lengths.dtype == np.int32
+    assert np.array_equal(per_image, np.repeat(rows.reshape(6, -1), 4, axis=0))
 
 
 def test_the_packed_row_holds_view_params_in_their_own_units_by_name():
