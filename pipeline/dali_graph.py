@@ -86,8 +86,8 @@ def video_views_graph(views: int, clip_frames: int, size: int, jitter: bool, blu
 
 @pipeline_def
 def frame_views_graph(size: int, jitter: bool, blur: bool, decoder_device: str):
-    """Per sample: one JPEG and the index of the decoded image it stands for (FrameInputs),
-    its view's row (PARAMS_WIDTH,) and colour (3, 4) when jitter -> (C, s, s)."""
+    """FrameInputs (the batch's JPEGs and which one each image is), and per image its view's
+    row (PARAMS_WIDTH,) and colour (3, 4) when jitter -> per image (C, s, s)."""
     row = fn.external_source(name="rows", dtype=types.FLOAT, ndim=1)
     colour = fn.external_source(name="colour", dtype=types.FLOAT, ndim=2) if jitter else None
     image = _decoded_frames(decoder_device)
@@ -114,7 +114,7 @@ FIXED_ROW = np.array([0, 0, 1, 1, 1, 1.1, 0.9, 1.1, 0.05, 1.0], dtype=np.float32
 @pipeline_def
 def fixed_frame_graph(size: int, jitter: bool, blur: bool, decoder_device: str):
     """The ceiling of frame_views_graph (benchmarks/pipeline_throughput.py --ceiling): the same
-    operators on one JPEG per sample, every parameter a constant instead of a per-sample row
+    operators on the same FrameInputs, every parameter a constant instead of a per-sample row
     (a 0.8 x 0.8 crop, mid-range jitter, sigma 1, mirrored) -> (C, s, s)."""
     image = _decoded_frames(decoder_device)
     colour = colour_affine(FIXED_ROW).ravel().tolist() if jitter else None
