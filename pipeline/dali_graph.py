@@ -171,6 +171,12 @@ class FrameInputs:
         pipe.feed_input("gather", self.gather)
 
 
+def _distinct_frames(frame_indices: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """frame_indices (B, V, L) -> per video (its sorted distinct frames (U,), where each of its
+    V*L needed frames is among them (V*L,)): both graphs decode each distinct frame once."""
+    return [np.unique(f.reshape(-1), return_inverse=True) for f in frame_indices]
+
+
 def frame_inputs(payloads: list, frame_indices: np.ndarray, rows: np.ndarray
                  ) -> tuple[FrameInputs, np.ndarray]:
     """frame_views_graph's inputs for a batch: payloads (B,) lists of JPEGs, frame_indices
@@ -180,8 +186,7 @@ def frame_inputs(payloads: list, frame_indices: np.ndarray, rows: np.ndarray
     b, v, length = frame_indices.shape
     jpegs: list[bytes] = []
     gather = np.empty((b, v * length), dtype=np.int32)
-    for i in range(b):
-        frames, inverse = np.unique(frame_indices[i].reshape(-1), return_inverse=True)
+    for i, (frames, inverse) in enumerate(_distinct_frames(frame_indices)):
         gather[i] = len(jpegs) + inverse
         jpegs.extend(payloads[i][frame] for frame in frames.tolist())
     per_image = np.repeat(rows.reshape(b * v, PARAMS_WIDTH).astype(np.float32, copy=False),
@@ -254,8 +259,7 @@ class DaliViews:
         assert rows.shape == (b, v, PARAMS_WIDTH) and v == self.views
         if self.payload_format == "video":
             self.pipe.feed_input("encoded", [np.frombuffer(p, dtype=np.uint8) for p in payloads])
-            distinct, order = zip(*(np.unique(f.reshape(-1), return_inverse=True)
-                                    for f in frame_indices), strict=True)
+            distinct, order = zip(*_distinct_frames(frame_indices), strict=True)
             self.pipe.feed_input("frames", [d.astype(np.int32) for d in distinct])
             self.pipe.feed_input("order", [o.astype(np.int32) for o in order])
             self.pipe.feed_input("rows", [np.ascontiguousarray(r) for r in rows])
