@@ -202,8 +202,10 @@ class Objective(nn.Module):
             marginal = self.statistics.score_pairs(reversed_views, reversed_views, first,
                                                    arbitrary)
             level_mi = self.level_bound(joint, marginal)
-        else:  # no level holds two videos in this batch: nothing to estimate
-            level_mi = views.new_zeros(())
+        else:  # no level holds two videos in this batch: nothing to estimate. A zero that
+            # still reaches every parameter of G_theta, so each gets a gradient (0) on every
+            # step: DDP (find_unused_parameters=False) fails the next step otherwise.
+            level_mi = sum(p.sum() for p in self.statistics.parameters()) * 0.0
         estimates["mi_level"] = level_mi
 
         # Frozen G_theta on local-global pairs: own video (joint) vs another video (marginal).

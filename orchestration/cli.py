@@ -92,17 +92,23 @@ def _evaluate(args: argparse.Namespace) -> int:
     from orchestration.evaluate import load_encoder, run_evaluation
     from orchestration.finetune import FinetuneConfig
     from orchestration.tracking import TrackingUnavailable, resolve_tracking_uri
+    from preprocessing.storage import is_uri
 
     if (args.checkpoint is None) == (args.model_uri is None):
         print("ctrlaug evaluate: give exactly one of --checkpoint and --model-uri",
               file=sys.stderr)
         return 2
+    if is_uri(args.storage_path):
+        print(f"ctrlaug evaluate: --storage-path {args.storage_path} is an object store; it "
+              f"must be a local folder (it holds the feature cache; give --tracking-uri for "
+              f"the MLflow server)", file=sys.stderr)
+        return 2
     try:
-        uri = resolve_tracking_uri(args.tracking_uri or "", str(args.storage_path))
+        uri = resolve_tracking_uri(args.tracking_uri or "", args.storage_path)
         encoder, pretrain_run, augment = load_encoder(args.checkpoint, args.model_uri, uri)
         finetune = FinetuneConfig(**_fields(args, FinetuneConfig))
         results = run_evaluation(args.protocol.split(","), encoder, args.train, args.test, uri,
-                                 pretrain_run, args.storage_path / "feature-cache",
+                                 pretrain_run, Path(args.storage_path) / "feature-cache",
                                  backend=finetune.backend, finetune=finetune, augment=augment,
                                  device="gpu" if finetune.gpu else "cpu")
     except (TypeError, ValueError, OSError, TrackingUnavailable) as error:
@@ -284,7 +290,9 @@ def _add_data_commands(commands) -> None:
     evaluate.add_argument("--test", required=True, help="test shard folder (path or URI)")
     evaluate.add_argument("--tracking-uri", help="MLflow server (default: SQLite in "
                                                  "--storage-path)")
-    evaluate.add_argument("--storage-path", type=Path, default=Path("runs"))
+    evaluate.add_argument("--storage-path", default="runs",
+                          help="a local folder: the feature cache and, without "
+                               "--tracking-uri, the SQLite MLflow store (default: runs)")
     # The finetune protocol's settings (defaults: FinetuneConfig in orchestration/finetune.py,
     # not imported here: it needs torch, and `ctrlaug --help` should not).
     evaluate.add_argument("--backend", help="decode backend: dali (default) or reference")

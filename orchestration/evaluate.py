@@ -26,6 +26,7 @@ a few queries and their nearest neighbours.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -100,15 +101,21 @@ def cached_features(encoder: R3D18, shards: Path, cache: Path, clips: int = 10,
                        augment.frame_stride)).encode())
     path = cache / f"features-{digest.hexdigest()[:16]}.pt"
     if path.is_file():
-        saved = torch.load(path, weights_only=True)
-        return Features(saved["clips"], saved["labels"], saved["video_id"],
-                        saved["first_frames"].numpy())
+        try:
+            saved = torch.load(path, weights_only=True)
+            return Features(saved["clips"], saved["labels"], saved["video_id"],
+                            saved["first_frames"].numpy())
+        except Exception as error:  # a damaged cache entry costs a recomputation, no more
+            print(f"feature cache {path} unreadable ({type(error).__name__}: {error}); "
+                  f"recomputing it", flush=True)
     features = extract_features(encoder, shards, clips, backend=backend, augment=augment,
                                 device=device)
     cache.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     torch.save({"clips": features.clips, "labels": features.labels,
                 "video_id": features.video_id,
-                "first_frames": torch.from_numpy(features.first_frames)}, path)
+                "first_frames": torch.from_numpy(features.first_frames)}, partial)
+    os.replace(partial, path)  # atomic: a killed save leaves no truncated entry
     return features
 
 
@@ -240,6 +247,14 @@ def run_evaluation(protocols: list[str], encoder: R3D18, train_shards: Path, tes
         raise ValueError(f"unknown protocol(s) {unknown}; choose linear, retrieval, finetune")
     check_reachable(tracking_uri)
     classes = layout.read_manifest(train_shards)["classes"]
+    test_classes = layout.read_manifest(test_shards)["classes"]
+    if test_classes != classes:
+        difference = _first_difference(classes, test_classes)
+        raise ValueError(f"the train and test shards number their classes differently "
+                         f"({len(classes)} classes in {train_shards}, {len(test_classes)} in "
+                         f"{test_shards}; {difference}): preprocess both splits with the "
+                         f"same class list (one annotation source, or folder datasets with "
+                         f"the same class folders)")
     if device not in ("cpu", "gpu"):
         raise ValueError(f"device must be cpu or gpu, got {device!r}")
     if (device == "gpu" or (finetune is not None and finetune.gpu)) and \
@@ -249,6 +264,12 @@ def run_evaluation(protocols: list[str], encoder: R3D18, train_shards: Path, tes
                             device=device)
     test = cached_features(encoder, test_shards, cache, backend=backend, augment=augment,
                            device=device)
+    for split, features in (("train", train), ("test", test)):
+        unlabelled = int(((features.labels < 0) | (features.labels >= len(classes))).sum())
+        if unlabelled:
+            raise ValueError(f"{unlabelled} of the {split} videos have no class label (e.g. "
+                             f"Kinetics' unlabelled test split): evaluate on labelled shards "
+                             f"(e.g. the validation split)")
     encoder = encoder.cpu()  # finetuning takes the weights from here
     results: dict = {}
     client = MlflowClient(tracking_uri)
@@ -292,3 +313,10 @@ def run_evaluation(protocols: list[str], encoder: R3D18, train_shards: Path, tes
             client.log_metric(run_id, key.replace("@", "_at_"), value)
         client.set_terminated(run_id, status)
     return {**results, "mlflow_run_id": run_id}
+
+
+def _first_difference(first: list[str], second: list[str]) -> str:
+    for index, (a, b) in enumerate(zip(first, second, strict=False)):
+        if a != b:
+            return f"class {index} is {a!r} in train, {b!r} in test"
+    return f"class {min(len(first), len(second))} exists in only one of them"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +33,45 @@ def test_features_are_ten_clips_per_video_and_cached(shards, tmp_path):
     stamp = cache_file.stat().st_mtime_ns
     again = cached_features(encoder, shards["frames"], tmp_path)
     assert torch.equal(again.clips, first.clips) and cache_file.stat().st_mtime_ns == stamp
+
+
+def test_a_damaged_cache_entry_is_recomputed_and_replaced(shards, tmp_path):
+    torch.manual_seed(0)
+    encoder = R3D18(width=4)
+    first = cached_features(encoder, shards["frames"], tmp_path)
+    (cache_file,) = tmp_path.glob("features-*.pt")
+    cache_file.write_bytes(cache_file.read_bytes()[:100])  # a save killed part-way
+    again = cached_features(encoder, shards["frames"], tmp_path)
+    assert torch.equal(again.clips, first.clips) and again.video_id == first.video_id
+    assert [p.name for p in tmp_path.iterdir()] == [cache_file.name]  # no partial file left
+    assert torch.equal(torch.load(cache_file, weights_only=True)["clips"], first.clips)
+
+
+def test_train_and_test_with_different_class_lists_are_refused(shards, tmp_path):
+    test = tmp_path / "test-shards"
+    shutil.copytree(shards["frames"], test)
+    manifest = json.loads((test / "_manifest.json").read_text())
+    manifest["classes"] = manifest["classes"][::-1]  # the same names, numbered the other way
+    (test / "_manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="number their classes differently.*class 0 is"):
+        run_evaluation(["linear"], R3D18(width=4), shards["frames"], test,
+                       f"sqlite:///{tmp_path / 'mlflow.db'}", None, tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()  # refused before any feature was computed
+
+
+def test_unlabelled_test_videos_are_refused(shards, tmp_path, monkeypatch):
+    real = evaluate.cached_features
+
+    def unlabelled_test(encoder, folder, *args, **kwargs):  # as Kinetics' test split: label -1
+        features = real(encoder, folder, *args, **kwargs)
+        if folder == shards["video"]:
+            features.labels = torch.full_like(features.labels, -1)
+        return features
+
+    monkeypatch.setattr(evaluate, "cached_features", unlabelled_test)
+    with pytest.raises(ValueError, match="6 of the test videos have no class label"):
+        run_evaluation(["linear"], R3D18(width=4), shards["frames"], shards["video"],
+                       f"sqlite:///{tmp_path / 'mlflow.db'}", None, tmp_path / "cache")
 
 
 @pytest.mark.gpu
@@ -84,6 +125,12 @@ def test_evaluate_command_errors_are_one_line(shards, tmp_path):
                               "--storage-path", str(tmp_path)], capture_output=True, text=True)
     assert missing.returncode == 2
     assert missing.stderr.strip() == f"ctrlaug evaluate: checkpoint {tmp_path / 'x.pt'} not found"
+    remote = subprocess.run([CTRLAUG, "evaluate", "--checkpoint", str(tmp_path / "x.pt"),
+                             "--train", str(shards["frames"]), "--test", str(shards["video"]),
+                             "--storage-path", "s3://bucket/runs"], capture_output=True,
+                            text=True)
+    assert remote.returncode == 2 and len(remote.stderr.strip().splitlines()) == 1
+    assert "--storage-path s3://bucket/runs is an object store" in remote.stderr
 
 
 def test_an_encoder_logged_to_mlflow_loads_back_by_model_uri(tmp_path):
