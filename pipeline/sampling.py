@@ -4,9 +4,9 @@ The decode graph (DALI, or the PyAV reference) applies exactly these values, and
 beside the frames, so the correspondence S_k and the MI level groups are computed from what was
 applied. The rules (DESIGN section 2):
 
-- Local clips: L frames with stride s (`clip_stride`: augment.frame_stride, or with
-  clip_extent = "segment" the largest stride whose clip fits in a segment, T // (K L), at least
-  1). Clip k (0-based) belongs to the segment [k T/K, (k+1) T/K) (the paper: its centre lies
+- Local clips: L frames with stride s (`clip_stride`: augment.frame_stride, at most T // L, or
+  with clip_extent = "segment" the largest stride whose clip fits in a segment, T // (K L), at
+  least 1). Clip k (0-based) belongs to the segment [k T/K, (k+1) T/K) (the paper: its centre lies
   there). When the clip's L*s frames fit in the segment, its start is uniform over the positions
   that keep the whole clip inside the segment; otherwise its centre is drawn uniformly in the
   segment and the clip is shifted as little as needed to lie in [0, T). A video shorter than one
@@ -123,10 +123,12 @@ def _box_in(rng: np.random.Generator, outer: np.ndarray, width: int, height: int
 
 def clip_stride(num_frames: int, config: AugmentConfig) -> int:
     """s, frames between a local clip's frames: frame_stride, or for clip_extent "segment" the
-    largest stride whose L frames fit in one of the K segments (at least 1)."""
+    largest stride whose L frames fit in one of the K segments (at least 1). A video shorter
+    than L * frame_stride frames gets the largest stride whose clip fits in it (at least 1):
+    a clip padded with repeats of the last frame would not split [t0, t1) into equal cells."""
     if config.clip_extent == "segment":
         return max(1, num_frames // (config.num_clips * config.clip_frames))
-    return config.frame_stride
+    return min(config.frame_stride, max(1, num_frames // config.clip_frames))
 
 
 def local_clip_starts(rng: np.random.Generator, num_frames: int, config: AugmentConfig

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import AugmentConfig
@@ -78,15 +78,19 @@ def test_clip_centres_fall_in_their_segments_and_shift_minimally(frames, seed):
 @settings(max_examples=60, deadline=None)
 @given(frames=st.integers(1, 2000), seed=st.integers(0, 2**31 - 1),
        extent=st.sampled_from(["stride", "segment"]), stride=st.integers(1, 4))
+@example(frames=20, seed=0, extent="stride", stride=2)  # shorter than L s: T // L = 1
+@example(frames=40, seed=1, extent="stride", stride=4)
 def test_clips_lie_inside_their_segments_whenever_they_fit(frames, seed, extent, stride):
     config = AugmentConfig(levels_per_batch=8, clip_extent=extent, frame_stride=stride)
     global_views, local_views = draw([(frames, 170, 128)], seed=seed, config=config)
     k, length = config.num_clips, config.clip_frames
-    s = max(1, frames // (k * length)) if extent == "segment" else stride
+    # A video shorter than L * frame_stride takes the largest stride that fits in it.
+    s = max(1, frames // (k * length)) if extent == "segment" else \
+        min(stride, max(1, frames // length))
     for index in range(k):
         indices = local_views.frame_indices[0, index]
         t0, t1 = local_views.t0[0, index], local_views.t1[0, index]
-        if frames >= length * s:  # L frames with stride s over [t0, t1) = L s frames
+        if frames >= length:  # L frames with stride s over [t0, t1) = L s frames, no repeats
             assert (np.diff(indices) == s).all() and indices[0] == t0 and t1 - t0 == length * s
         segment = (index * frames / k, (index + 1) * frames / k)
         if np.floor(segment[1]) - np.ceil(segment[0]) >= length * s:  # the clip fits
