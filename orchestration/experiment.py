@@ -166,6 +166,29 @@ class ExperimentConfig:
 
 SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(ExperimentConfig)}
 
+# What a rerun of a job may change: how it runs, not what it computes (and optim.epochs, to
+# extend a finished job). run.name and run.storage_path locate the job, so they match.
+RESUMABLE_CHANGES = frozenset({
+    "optim.epochs", "data.backend", "data.prefetch", "data.num_threads", "data.decode",
+    "data.decode_gpu_share", "run.gpu", "run.max_failures", "run.checkpoint_every_steps",
+    "run.log_every_steps", "run.tracking_uri", "run.experiment", "run.fail_at_step",
+    "run.init_encoder", "run.name", "run.storage_path"})
+
+
+def resume_conflicts(saved: dict[str, dict[str, Any]], config: ExperimentConfig) -> list[str]:
+    """"section.key: saved -> now" for each setting in which `config` differs from `saved` (the
+    config a job's checkpoint was written with, ExperimentConfig.to_dict()), RESUMABLE_CHANGES
+    aside. A setting the checkpoint predates is not compared."""
+    def plain(value: Any) -> Any:  # tuples and lists alike, as after a JSON round trip
+        return json.loads(json.dumps(value))
+
+    now = config.to_dict()
+    return [f"{section}.{key}: {value!r} -> {now[section][key]!r}"
+            for section, values in saved.items() if section in now
+            for key, value in values.items()
+            if key in now[section] and f"{section}.{key}" not in RESUMABLE_CHANGES
+            and plain(value) != plain(now[section][key])]
+
 
 def _coerce(text: str, hint: Any, where: str) -> Any:
     """Parse an override string as the field's type (JSON-ish: 1e-3, true, [150], "none")."""

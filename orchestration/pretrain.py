@@ -33,11 +33,13 @@ from orchestration.checkpoint import (
     CHECKPOINT_FILE,
     TrainState,
     encoder_state,
+    latest_checkpoint,
+    load_checkpoint,
     pretraining_checkpoint,
     restore_pretraining,
 )
 from orchestration.distributed import gather_keys_with_grad, gather_views_with_grad
-from orchestration.experiment import ExperimentConfig, config_from_dict
+from orchestration.experiment import ExperimentConfig, config_from_dict, resume_conflicts
 from orchestration.runtime import LocalRuntime, RayRuntime, connect_ray, quiet_train_logging
 from orchestration.train_step import NonFiniteLoss, training_step, unwrap
 from pipeline import build_pretrain_loader
@@ -245,11 +247,12 @@ def run_pretraining(config: ExperimentConfig, tags: dict[str, str] | None = None
     if len(dataset) < config.data.batch_size:
         raise ValueError(f"{config.data.shards} has {len(dataset)} videos, fewer than one batch "
                          f"of {config.data.batch_size}")
+    folder = job_folder(config)
+    check_resumable(config, folder)
     uri = resolve_tracking_uri(config.run.tracking_uri, config.run.storage_path)
     check_reachable(uri)
-    run_id = job_run(uri, config.run.experiment, config.run.name, tags or {},
+    run_id = job_run(uri, config.run.experiment, config.run.name, folder.uri, tags or {},
                      shards=config.data.shards)
-    folder = job_folder(config)
     folder.delete(NONFINITE_FILE)
     logger = RunLogger(uri, run_id)
     print(f"pretraining {config.run.name}: MLflow {logger.link()}", file=sys.stderr, flush=True)
@@ -270,6 +273,22 @@ def run_pretraining(config: ExperimentConfig, tags: dict[str, str] | None = None
     print(f"pretraining {config.run.name}: done; MLflow run {run_id} at {uri}",
           file=sys.stderr)
     return metrics
+
+
+def check_resumable(config: ExperimentConfig, folder: Folder) -> None:
+    """ValueError (one line) when the job's folder holds a checkpoint written with settings a
+    resume cannot change (experiment.resume_conflicts): resuming would mix two experiments in
+    one job (another batch layout replays the wrong part of an epoch; another model does not
+    load). Nothing happens for a new job."""
+    try:
+        checkpoint = latest_checkpoint(folder.uri)
+    except ValueError:  # no folder, or no checkpoint in it yet: a new job
+        return
+    conflicts = resume_conflicts(load_checkpoint(checkpoint).get("config", {}), config)
+    if conflicts:
+        raise ValueError(f"job {config.run.name} in {config.run.storage_path} was started with "
+                         f"other settings ({'; '.join(conflicts)}): rerun it with its own "
+                         f"settings to resume it, or give another --run.name for a new job")
 
 
 def _fit_on_ray(config: ExperimentConfig, run_id: str, uri: str) -> tuple[dict, str | None]:

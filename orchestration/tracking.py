@@ -30,6 +30,7 @@ from preprocessing import shards as layout
 from preprocessing.storage import Folder, is_uri
 
 JOB_TAG = "ctrlaug.job"
+JOB_FOLDER_TAG = "ctrlaug.job_folder"  # with JOB_TAG, what identifies a job: storage / name
 
 
 class TrackingUnavailable(RuntimeError):
@@ -124,18 +125,22 @@ def source_tags() -> dict[str, str]:
             MLFLOW_SOURCE_TYPE: "JOB"}
 
 
-def job_run(uri: str, experiment: str, job: str, tags: dict[str, str],
+def job_run(uri: str, experiment: str, job: str, folder: str, tags: dict[str, str],
             shards: str | None = None) -> str:
-    """The MLflow run id of this job: the existing one (tagged with the job name) or a new one,
-    with the source tags and, given `shards`, the shard folder as the run's training dataset."""
+    """The MLflow run id of the job `job` (run.name) in `folder` (run.storage_path / run.name,
+    as a URI): the existing one (tagged with both, so two jobs of one name in two storage
+    paths are two runs) or a new one, with the source tags and, given `shards`, the shard
+    folder as the run's training dataset."""
     client = MlflowClient(uri)
     experiment_id_ = experiment_id(client, experiment)
-    runs = client.search_runs([experiment_id_], filter_string=f"tags.`{JOB_TAG}` = '{job}'",
-                              max_results=1)
-    if runs:
-        return runs[0].info.run_id
+    same_name = client.search_runs([experiment_id_],
+                                   filter_string=f"tags.`{JOB_TAG}` = '{job}'", max_results=1000)
+    for run in same_name:
+        if run.data.tags.get(JOB_FOLDER_TAG) == folder:
+            return run.info.run_id
     run = client.create_run(experiment_id_, run_name=job,
-                            tags={JOB_TAG: job, **source_tags(), **tags})
+                            tags={JOB_TAG: job, JOB_FOLDER_TAG: folder, **source_tags(),
+                                  **tags})
     if shards is not None:
         log_shards_input(client, run.info.run_id, shards, "training")
     return run.info.run_id

@@ -138,3 +138,19 @@ def test_raw_videos_in_the_object_store_shard_like_the_same_videos_on_disk(s3, v
     assert (gone.video_id, "missing file") in rejections(f"{s3}/after-delete")
     with pytest.raises(Exception, match="does not exist or is not a folder"):
         list_dataset("folder", f"{s3}/no-such-folder")
+
+
+def test_a_failed_write_to_the_object_store_leaves_no_object(s3):
+    from preprocessing.storage import Folder
+
+    folder = Folder(f"{s3}/writes")
+    with pytest.raises(RuntimeError, match="the network went away"), \
+            folder.open_output("checkpoint.pt") as stream:
+        stream.write(b"the first half of a checkpoint")
+        raise RuntimeError("the network went away")
+    import gc
+
+    gc.collect()  # the stream of the failed block is gone (S3 streams complete when destroyed)
+    assert not folder.exists("checkpoint.pt")
+    folder.write_bytes("checkpoint.pt", b"a whole checkpoint")  # a later write succeeds
+    assert folder.read_bytes("checkpoint.pt") == b"a whole checkpoint"

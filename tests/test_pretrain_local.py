@@ -56,6 +56,26 @@ def test_an_in_process_run_trains_logs_checkpoints_and_resumes(shards, tmp_path,
                        saved["model"]["encoder.stem.0.weight"])
 
 
+def test_a_rerun_with_other_settings_is_refused_and_one_that_extends_the_job_resumes(
+        shards, tmp_path):
+    first = run_pretraining(config_for("fixed", shards["frames"], tmp_path, "--optim.epochs=1"))
+    runs = MlflowClient(first["tracking_uri"]).search_runs(
+        [r.experiment_id for r in MlflowClient(first["tracking_uri"]).search_experiments()])
+    changed = config_for("fixed", shards["frames"], tmp_path, "--optim.epochs=1",
+                         "--model.width=8", "--data.batch_size=3")
+    with pytest.raises(ValueError, match=r"job fixed in .* was started with other settings "
+                                         r"\(model\.width: 4 -> 8; data\.batch_size: 2 -> 3\)"):
+        run_pretraining(changed)
+    again = MlflowClient(first["tracking_uri"]).search_runs(
+        [r.experiment_id for r in MlflowClient(first["tracking_uri"]).search_experiments()])
+    assert len(again) == len(runs)  # refused before MLflow was touched
+    # More epochs and other loader threads: the same experiment, continued.
+    longer = run_pretraining(config_for("fixed", shards["frames"], tmp_path, "--optim.epochs=2",
+                                        "--data.num_threads=2"))
+    assert longer["mlflow_run_id"] == first["mlflow_run_id"]
+    assert steps_of(longer["tracking_uri"], longer["mlflow_run_id"]) == list(range(1, 7))
+
+
 def test_an_in_process_failure_restarts_from_the_last_checkpoint(shards, tmp_path):
     config = config_for("faulty", shards["frames"], tmp_path, "--run.fail_at_step=4",
                         "--run.checkpoint_every_steps=2")

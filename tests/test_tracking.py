@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestration.tracking import experiment_id, git_commit, resolve_tracking_uri
+from orchestration.tracking import experiment_id, git_commit, job_run, resolve_tracking_uri
 
 
 def test_configured_uri_wins_over_the_environment(tmp_path, monkeypatch):
@@ -20,6 +20,15 @@ def test_default_is_sqlite_in_the_storage_folder(tmp_path, monkeypatch):
     store = tmp_path / "runs"
     assert resolve_tracking_uri("", str(store)) == f"sqlite:///{store / 'mlflow.db'}"
     assert store.is_dir()
+
+
+def test_a_job_is_its_name_in_its_storage_path(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = job_run(uri, "pretrain", "ucf101-r3d18", "/runs/a/ucf101-r3d18", {})
+    assert job_run(uri, "pretrain", "ucf101-r3d18", "/runs/a/ucf101-r3d18", {}) == first
+    other = job_run(uri, "pretrain", "ucf101-r3d18", "/runs/b/ucf101-r3d18", {})
+    assert other != first  # the same name in another storage path is another job
+    assert job_run(uri, "pretrain", "ucf101-r3d18", "/runs/b/ucf101-r3d18", {}) == other
 
 
 def test_git_commit_of_an_image_comes_from_its_build_argument(monkeypatch):
