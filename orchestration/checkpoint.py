@@ -56,19 +56,33 @@ def latest_checkpoint(location: str | Path) -> str:
     (run.storage_path / run.name) its latest pretraining checkpoint, whether the job ran in
     this process (FOLDER/checkpoint.pt) or on Ray Train (FOLDER/checkpoint_*/checkpoint.pt; the
     one with the most steps). ValueError when there is none."""
+    return _latest(location)[0]
+
+
+def load_latest_checkpoint(location: str | Path) -> dict:
+    """The checkpoint latest_checkpoint names, loaded (once: choosing among Ray Train's
+    checkpoints already loads them)."""
+    uri, saved = _latest(location)
+    return saved if saved is not None else load_checkpoint(uri)
+
+
+def _latest(location: str | Path) -> tuple[str, dict | None]:
+    """(latest_checkpoint's URI, the checkpoint when choosing it loaded it, else None)."""
     folder = Folder(location)
     if not folder.exists():
         raise ValueError(f"checkpoint {location} not found")
     if folder.is_file(""):
-        return folder.uri
+        return folder.uri, None
     if folder.is_file(CHECKPOINT_FILE):
-        return (folder / CHECKPOINT_FILE).uri
+        return (folder / CHECKPOINT_FILE).uri, None
     candidates = [folder / name / CHECKPOINT_FILE for name in folder.subfolders("checkpoint_*")
                   if (folder / name).is_file(CHECKPOINT_FILE)]
     if not candidates:
         raise ValueError(f"{location} is a folder without a {CHECKPOINT_FILE} (give a "
                          f"checkpoint file or a pretraining job's folder)")
-    return max(candidates, key=lambda c: load_checkpoint(c).get("step", 0)).uri
+    loaded = [(candidate, load_checkpoint(candidate)) for candidate in candidates]
+    best, saved = max(loaded, key=lambda pair: pair[1].get("step", 0))
+    return best.uri, saved
 
 
 def load_checkpoint(location: str | Path | Folder) -> dict:

@@ -33,8 +33,7 @@ from orchestration.checkpoint import (
     CHECKPOINT_FILE,
     TrainState,
     encoder_state,
-    latest_checkpoint,
-    load_checkpoint,
+    load_latest_checkpoint,
     pretraining_checkpoint,
     restore_pretraining,
 )
@@ -281,10 +280,10 @@ def check_resumable(config: ExperimentConfig, folder: Folder) -> None:
     one job (another batch layout replays the wrong part of an epoch; another model does not
     load). Nothing happens for a new job."""
     try:
-        checkpoint = latest_checkpoint(folder.uri)
+        saved = load_latest_checkpoint(folder.uri)
     except ValueError:  # no folder, or no checkpoint in it yet: a new job
         return
-    conflicts = resume_conflicts(load_checkpoint(checkpoint).get("config", {}), config)
+    conflicts = resume_conflicts(saved.get("config", {}), config)
     if conflicts:
         raise ValueError(f"job {config.run.name} in {config.run.storage_path} was started with "
                          f"other settings ({'; '.join(conflicts)}): rerun it with its own "

@@ -58,17 +58,18 @@ def test_an_in_process_run_trains_logs_checkpoints_and_resumes(shards, tmp_path,
 
 def test_a_rerun_with_other_settings_is_refused_and_one_that_extends_the_job_resumes(
         shards, tmp_path):
+    def all_runs(uri):
+        client = MlflowClient(uri)
+        return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
     first = run_pretraining(config_for("fixed", shards["frames"], tmp_path, "--optim.epochs=1"))
-    runs = MlflowClient(first["tracking_uri"]).search_runs(
-        [r.experiment_id for r in MlflowClient(first["tracking_uri"]).search_experiments()])
+    runs = all_runs(first["tracking_uri"])
     changed = config_for("fixed", shards["frames"], tmp_path, "--optim.epochs=1",
                          "--model.width=8", "--data.batch_size=3")
     with pytest.raises(ValueError, match=r"job fixed in .* was started with other settings "
                                          r"\(model\.width: 4 -> 8; data\.batch_size: 2 -> 3\)"):
         run_pretraining(changed)
-    again = MlflowClient(first["tracking_uri"]).search_runs(
-        [r.experiment_id for r in MlflowClient(first["tracking_uri"]).search_experiments()])
-    assert len(again) == len(runs)  # refused before MLflow was touched
+    assert len(all_runs(first["tracking_uri"])) == len(runs)  # refused before MLflow was touched
     # More epochs and other loader threads: the same experiment, continued.
     longer = run_pretraining(config_for("fixed", shards["frames"], tmp_path, "--optim.epochs=2",
                                         "--data.num_threads=2"))
