@@ -15,7 +15,9 @@ the delivery device's own; "cpu", "gpu", or "split" between both: pipeline.place
 independent of the device the batches are delivered to. A background thread reads
 payloads and renders the next `prefetch` batches while the consumer trains. A payload that fails
 to decode never ends the run: its batch is re-rendered without it, and the video is counted and
-listed in `loader.stats.skipped`. Payloads are checked on the host before DALI sees them
+listed in `loader.stats.skipped`; a training batch left with too few videos (none, or one for
+the objective's pairs) is topped up with the videos that follow it in the epoch, so every rank
+takes every step. Payloads are checked on the host before DALI sees them
 (`validate="header"` by default, `"full"` to decode every frame once): see `payload_problem`.
 """
 
@@ -280,6 +282,38 @@ class VideoLoader:
         keep = np.array(good, dtype=np.int64)
         return keep, (run(keep) if len(keep) else None)
 
+    def _top_up(self, usable: np.ndarray, tried: np.ndarray, batch_index: int
+                ) -> tuple[np.ndarray, ViewParams, np.ndarray, torch.Tensor]:
+        """A training batch left with fewer than max(1, min_batch) decodable videos, topped up
+        with the videos that follow it in the epoch's order (this rank's next ones first, then
+        the next ranks', cyclically): every rank still delivers every batch, so the ranks' step
+        counts stay equal (no rank waits in a collective for a step another never takes), and
+        the objective gets its pairs. The substitutes appear twice in the epoch.
+        -> (rows, views, keep, frames) as from _render."""
+        need = max(1, self.min_batch)
+        order = epoch_order(self.dataset, self.seed, self.epoch, self.shuffle,
+                            self.shuffle_bytes)
+        after = int(np.flatnonzero(np.isin(order, tried)).max()) + 1
+        in_batch = set(tried.tolist())
+        candidates = [int(row) for row in np.roll(order, -after)
+                      if int(row) not in in_batch and not self.checked.get(int(row))]
+        rows = usable
+        while True:
+            missing = need - len(rows)
+            if missing > len(candidates):
+                raise RuntimeError(
+                    f"rank {self.rank}: fewer than {need} of the {len(order)} videos "
+                    f"decode ({len(self.stats.skipped)} skipped this epoch, first: "
+                    f"{self.stats.skipped[:3]}); check the shards with `ctrlaug verify "
+                    f"--sample 0`")
+            rows = np.concatenate([rows, np.array(candidates[:missing], dtype=rows.dtype)])
+            del candidates[:missing]
+            views = self.sample_views(self.dataset, rows, batch_index, self.epoch)
+            keep, frames = self._render(rows, views)
+            if len(keep) >= need:
+                return rows, views, keep, frames
+            rows = rows[keep]
+
     def _produce(self, out: queue.Queue, stop: threading.Event, start_batch: int) -> None:
         try:
             for batch_index, rows in enumerate(self.batches()):
@@ -290,6 +324,8 @@ class VideoLoader:
                 start, rendered = time.perf_counter(), self.views.render_seconds
                 views = self.sample_views(self.dataset, rows, batch_index, self.epoch)
                 keep, frames = self._render(rows, views)
+                if self.shuffle and len(keep) < max(1, self.min_batch):
+                    rows, views, keep, frames = self._top_up(rows[keep], rows, batch_index)
                 if frames is not None:
                     views = views.map(lambda f, keep=keep: f[keep])
                     batch = self.assemble(frames.to(self.device), views, self.dataset,

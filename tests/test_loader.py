@@ -72,31 +72,41 @@ def test_fewer_videos_than_workers_and_missing_shards_are_clear_errors(shards, t
         build_pretrain_loader(shards["video"], 2, split="test")
 
 
-def corrupt_one_payload(source, target):
-    """Copy a shard folder and break the first row's payload: a garbage video file, or JPEGs
-    whose markers are intact but whose data is noise (so they reach the decoder and fail)."""
+def corrupt_payloads(source, target, video_ids=None) -> list[str]:
+    """Copy a shard folder and break the payloads of `video_ids` (default: the first row's): a
+    garbage video file, or JPEGs whose markers are intact but whose data is noise (so they reach
+    the decoder and fail). -> the broken videos' ids."""
     shutil.copytree(source, target)
     manifest = json.loads((target / "_manifest.json").read_text())
-    path = target / manifest["shards"][0]["file"]
-    table = pq.read_table(path)
-    payload = table.column("payload").to_pylist()
-    if isinstance(payload[0], list):
-        noise = np.random.default_rng(0).integers(0, 255, 2000, dtype=np.uint8).tobytes()
-        payload[0] = [jpeg[:300] + noise + b"\xff\xd9" for jpeg in payload[0]]
-    else:
-        payload[0] = b"\x1aE\xdf\xa3 not a webm at all" * 10
-    index = table.schema.get_field_index("payload")
-    table = table.set_column(index, table.schema.field("payload"),
-                             pa.array(payload, type=table.schema.field("payload").type))
-    pq.write_table(table, path)
-    return table.column("video_id")[0].as_py()
+    broken = []
+    for shard in manifest["shards"]:
+        path = target / shard["file"]
+        table = pq.read_table(path)
+        ids = table.column("video_id").to_pylist()
+        chosen = [i for i, vid in enumerate(ids)
+                  if (vid in video_ids if video_ids is not None else not broken and i == 0)]
+        if not chosen:
+            continue
+        payload = table.column("payload").to_pylist()
+        for i in chosen:
+            if isinstance(payload[i], list):
+                noise = np.random.default_rng(i).integers(0, 255, 2000, dtype=np.uint8).tobytes()
+                payload[i] = [jpeg[:300] + noise + b"\xff\xd9" for jpeg in payload[i]]
+            else:
+                payload[i] = b"\x1aE\xdf\xa3 not a webm at all" * 10
+            broken.append(ids[i])
+        index = table.schema.get_field_index("payload")
+        table = table.set_column(index, table.schema.field("payload"),
+                                 pa.array(payload, type=table.schema.field("payload").type))
+        pq.write_table(table, path)
+    return broken
 
 
 @pytest.mark.parametrize("payload", ["video", "frames"])
 @pytest.mark.parametrize("backend", ["dali", "reference"])
 def test_a_payload_that_fails_to_decode_is_skipped_counted_and_reported(shards, tmp_path,
                                                                         payload, backend):
-    bad_id = corrupt_one_payload(shards[payload], tmp_path / "shards")
+    [bad_id] = corrupt_payloads(shards[payload], tmp_path / "shards")
     # JPEGs with intact headers but noise for data pass a header check and can crash DALI's
     # decoder; "full" validation decodes them on the host first.
     loader = build_pretrain_loader(tmp_path / "shards", batch_size=3, backend=backend,
@@ -105,6 +115,42 @@ def test_a_payload_that_fails_to_decode_is_skipped_counted_and_reported(shards, 
     assert len(delivered) == 5 and bad_id not in delivered
     assert [vid for vid, _ in loader.stats.skipped] == [bad_id]
     assert loader.stats.skipped[0][1]  # a reason is recorded
+
+
+@pytest.mark.parametrize("broken", [3, 2])
+def test_a_batch_left_too_small_is_topped_up_so_every_rank_takes_every_step(
+        shards, tmp_path, broken):
+    # Two workers, 3 videos each, batches of 3: `broken` of rank 0's videos do not decode. Left
+    # with none, its batch used to be dropped and rank 1 waited in the step's all_gather for a
+    # step rank 0 never took; left with one, the objective (pairs of videos) failed.
+    dataset = ShardDataset.open(shards["frames"])
+    [first] = build_pretrain_loader(shards["frames"], batch_size=3, world_size=2,
+                                    levels_per_batch=2).batches()
+    bad = corrupt_payloads(shards["frames"], tmp_path / "shards",
+                           {dataset.video_id[row] for row in first[:broken]})
+    assert len(bad) == broken
+    loaders = [build_pretrain_loader(tmp_path / "shards", batch_size=3, rank=rank,
+                                     world_size=2, levels_per_batch=2, validate="full")
+               for rank in range(2)]
+    batches = [list(loader) for loader in loaders]
+    assert [len(b) for b in batches] == [1, 1]
+    for batch in (b for rank_batches_ in batches for b in rank_batches_):
+        assert len(batch.video_id) >= 2 and not set(batch.video_id) & set(bad)
+        assert len(set(batch.video_id)) == len(batch.video_id)
+        assert batch.global_frames.shape[0] == len(batch.video_id)
+    assert sorted(vid for vid, _ in loaders[0].stats.skipped) == sorted(bad)
+    # the substitutes are the next videos of the epoch's order: rank 1's
+    assert set(batches[0][0].video_id) - {dataset.video_id[row] for row in first} <= \
+        set(batches[1][0].video_id)
+
+
+def test_a_rank_whose_videos_all_fail_is_a_clear_error(shards, tmp_path):
+    dataset = ShardDataset.open(shards["frames"])
+    corrupt_payloads(shards["frames"], tmp_path / "shards", set(dataset.video_id[1:]))
+    loader = build_pretrain_loader(tmp_path / "shards", batch_size=3, levels_per_batch=2,
+                                   validate="full")
+    with pytest.raises(RuntimeError, match="fewer than 2 of the 6 videos .* decode"):
+        list(loader)
 
 
 def test_eval_loader_gives_ten_centre_clips_per_video_in_order(shards):
