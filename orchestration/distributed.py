@@ -8,6 +8,7 @@ process group both return their input.
 - `gather_keys_with_grad` (L_rc / L_nce negatives): other ranks' rows are constants; this rank's
   own slot is its local tensor, so gradients flow to the local part only. Each rank computes the
   loss of its own queries and backpropagates its own keys.
+- `gather_rows` (evaluation: every rank's share of the test videos): a plain gather.
 - `gather_views_with_grad` (L_mi level groups): every rank computes the same loss over the whole
   gathered batch; the backward pass sums every rank's gradient for this rank's rows (the
   solo-learn GatherLayer), so after DDP averages the parameter gradients, training matches one
@@ -39,6 +40,14 @@ def _gather_rows(rows: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
     gathered = [torch.zeros_like(padded) for _ in counts]
     dist.all_gather(gathered, padded)
     return [g[:count] for g, count in zip(gathered, counts, strict=True)]
+
+
+def gather_rows(rows: torch.Tensor) -> torch.Tensor:
+    """rows (B_r, ...) on this rank -> every rank's rows (sum B_r, ...) in rank order, without
+    gradients."""
+    if not distributed():
+        return rows
+    return torch.cat(_gather_rows(rows, _counts(rows)))
 
 
 def gather_keys_with_grad(keys: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -74,7 +83,7 @@ def gather_views_with_grad(views: torch.Tensor) -> tuple[torch.Tensor, int]:
     counts = _counts(views)
     start = sum(counts[: dist.get_rank()])
     if not views.requires_grad:  # levels, or no backward pass: a plain gather
-        return torch.cat(_gather_rows(views, counts)), start
+        return gather_rows(views), start
     return _GatherSummingGradients.apply(views, counts, start), start
 
 

@@ -4,9 +4,10 @@ this process with `ray=False`, through the same loop).
 Each worker trains on its share of the train videos (supervised loader: one random clip, random
 crop and flip per video) with Adam, a cosine learning-rate schedule over the epochs and
 cross-entropy, under DDP when there are several workers;
-every epoch is checkpointed, so a failed worker group restarts from the last epoch. Rank 0
-measures the test accuracy (10 clips per video, centre crop, softmax averaged) before training
-and after the last epoch, reports both, and logs them to the evaluation's MLflow run.
+every epoch is checkpointed, so a failed worker group restarts from the last epoch. The test
+accuracy (10 clips per video, centre crop, softmax averaged) is measured before training and
+after the last epoch, each worker on its share of the test videos (no worker waits in a
+collective while another evaluates alone), and logged to the evaluation's MLflow run.
 With `gpu`, each worker has one GPU: DALI decodes there (mixed backends), DDP over NCCL, the
 forward pass under bf16 autocast; the same loop and checkpoints as on CPU.
 """
@@ -25,6 +26,7 @@ from torch import nn
 from model.encoder import R3D18, pool_features
 from model.evaluation import average_clip_softmax, top_k_accuracy
 from orchestration.checkpoint import FINETUNE_FILE, finetuning_checkpoint
+from orchestration.distributed import gather_rows
 from orchestration.runtime import LocalRuntime, RayRuntime, connect_ray, quiet_train_logging
 from orchestration.train_step import bf16_autocast
 from pipeline import build_eval_loader, build_supervised_loader
@@ -80,24 +82,32 @@ class VideoClassifier(nn.Module):
 
 
 @torch.no_grad()
-def test_accuracy(model: nn.Module, test_shards: str, backend: str,
-                  augment: AugmentConfig) -> dict[str, float]:
-    """Top-1 / top-5 of the mean clip softmax over 10 centre clips per test video (decoded
-    on the model's device)."""
+def test_probabilities(model: nn.Module, test_shards: str, backend: str, augment: AugmentConfig,
+                       rank: int = 0, world: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean clip softmax (N, C), labels (N,)) of every test video in dataset order, from 10
+    centre clips per video decoded on the model's device. This rank scores its share (the eval
+    loader's exactly-once split) and the shares are gathered, so every rank of a process group
+    calls it and no rank waits in a collective while another evaluates alone."""
     model.eval()
     probabilities, labels = [], []
     device = next(model.parameters()).device
-    loader = build_eval_loader(test_shards, 8, backend=backend, config=augment,
-                               **_decode_on(device))
+    loader = build_eval_loader(test_shards, 8, rank=rank, world_size=world, backend=backend,
+                               config=augment, **_decode_on(device))
     for batch in loader:
         b, n = batch.frames.shape[:2]
         with bf16_autocast(device):
             logits = model(batch.frames.flatten(0, 1).to(device))
         logits = logits.float().unflatten(0, (b, n))  # (B, N, C)
-        probabilities.append(average_clip_softmax(logits).cpu())
-        labels.append(batch.label)
+        probabilities.append(average_clip_softmax(logits))
+        labels.append(batch.label.to(device))
     model.train()
-    p, y = torch.cat(probabilities), torch.cat(labels)
+    return gather_rows(torch.cat(probabilities)).cpu(), gather_rows(torch.cat(labels)).cpu()
+
+
+def test_accuracy(model: nn.Module, test_shards: str, backend: str, augment: AugmentConfig,
+                  rank: int = 0, world: int = 1) -> dict[str, float]:
+    """Top-1 / top-5 of test_probabilities."""
+    p, y = test_probabilities(model, test_shards, backend, augment, rank, world)
     return {"top1": top_k_accuracy(p, y, 1), "top5": top_k_accuracy(p, y, 5)}
 
 
@@ -121,8 +131,8 @@ def finetune_loop(loop_config: dict, runtime: LocalRuntime | RayRuntime) -> None
         scheduler.load_state_dict(saved["scheduler"])
         start, initial = saved["epoch"], saved["initial"]
     plain = model.to(runtime.device)
-    if rank == 0 and initial is None:
-        initial = test_accuracy(plain, loop_config["test"], config.backend, augment)
+    if initial is None:
+        initial = test_accuracy(plain, loop_config["test"], config.backend, augment, rank, world)
     model = runtime.prepare(model)
     device = runtime.device
     loader = build_supervised_loader(loop_config["train"], max(1, config.batch_size // world),
@@ -147,8 +157,9 @@ def finetune_loop(loop_config: dict, runtime: LocalRuntime | RayRuntime) -> None
         scheduler.step()
         metrics = {"epoch": epoch + 1, "train_loss": total / max(seen, 1),
                    "train_accuracy": correct / max(seen, 1)}
-        if rank == 0 and epoch + 1 == config.epochs:
-            final = test_accuracy(plain, loop_config["test"], config.backend, augment)
+        if epoch + 1 == config.epochs:
+            final = test_accuracy(plain, loop_config["test"], config.backend, augment, rank,
+                                  world)
             metrics |= {"initial_top1": initial["top1"], "initial_top5": initial["top5"],
                         "finetune_top1": final["top1"], "finetune_top5": final["top5"]}
         checkpoint = finetuning_checkpoint(plain, optimizer, scheduler, epoch + 1, initial,

@@ -1,4 +1,5 @@
-"""The all-gather of L_rc's negatives across a real 2-process gloo group."""
+"""The collectives across a real 2-process gloo group: L_rc's negatives, L_mi's level groups,
+the finetuning test pass split over ranks."""
 
 from __future__ import annotations
 
@@ -123,3 +124,38 @@ def test_level_pairs_need_a_gathered_batch_when_groups_span_workers():
     whole = _level_mi(slice(0, B), local_keys)
     half = _level_mi(slice(0, B // 2), local_keys)
     assert half["pairs"] < whole["pairs"]  # a worker alone sees a fraction of each group
+
+
+def _test_pass_worker(rank: int, world: int, init_file: str, out_file: str, shards: str) -> None:
+    from model.encoder import R3D18
+    from orchestration.finetune import VideoClassifier, test_probabilities
+    from pipeline.config import AugmentConfig
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world)
+    try:
+        torch.manual_seed(0)
+        model = VideoClassifier(R3D18(2), 2)
+        p, y = test_probabilities(model, shards, "dali", AugmentConfig(size=32), rank, world)
+        torch.save((p, y), f"{out_file}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_the_finetuning_test_pass_split_over_ranks_scores_every_video_as_one_process(
+        shards, tmp_path):
+    from model.encoder import R3D18
+    from orchestration.finetune import VideoClassifier, test_probabilities
+    from pipeline.config import AugmentConfig
+    from pipeline.shard_reader import ShardDataset
+
+    mp.spawn(_test_pass_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "out"),
+                                      str(shards["frames"])), nprocs=2)
+    torch.manual_seed(0)
+    alone = test_probabilities(VideoClassifier(R3D18(2), 2), str(shards["frames"]), "dali",
+                               AugmentConfig(size=32))
+    labels = ShardDataset.open(shards["frames"]).label
+    assert alone[0].shape == (6, 2) and alone[1].tolist() == list(labels)
+    for rank in range(2):
+        p, y = torch.load(tmp_path / f"out.{rank}")
+        assert torch.allclose(p, alone[0], atol=1e-6) and torch.equal(y, alone[1])
