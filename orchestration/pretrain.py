@@ -167,7 +167,7 @@ def _train_epochs(config: ExperimentConfig, run_id: str, runtime: LocalRuntime |
                     logger.image(render_preview(batch, grids), "augmentation_preview.png")
                 breakdown = training_step(network, optimizer, batch, grids, state.step,
                                           gather_keys_with_grad, config.run.gpu, runtime.agree,
-                                          gather_views_with_grad, config.run.seed)
+                                          gather_views_with_grad, config.run.seed, rank)
                 state.step += 1
                 state.batch_in_epoch += 1
                 epoch_videos += len(batch.video_id)

@@ -39,13 +39,15 @@ def training_step(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
                   batch: PretrainBatch, grids: tuple[Grid, Grid], step: int,
                   gather_keys: KeyGather = local_keys, bf16: bool = False,
                   agree: Callable[[bool], bool] = bool, gather_views: KeyGather = local_keys,
-                  seed: int = 0) -> LossBreakdown:
+                  seed: int = 0, rank: int = 0) -> LossBreakdown:
     """Compute the objective on a batch and take one optimiser step.
 
     grids: (local grid, global grid) of the encoder for the batch's frame size.
     gather_keys, gather_views: see model.objective.Objective.forward (identity alone).
     seed: with the step, seeds the objective's shared random draws (L_mi's marginal pairs), the
-    same on every worker.
+    same on every worker; with the step and the worker's rank, torch's global RNG for its local
+    draws (L_mi's local pairs, L_td's orders), so a run restarted from a checkpoint draws what
+    an uninterrupted one would.
     agree: turns this worker's "loss is not finite" into the verdict of all workers (identity
     alone), so that every worker stops together. Raises NonFiniteLoss before the backward pass.
     """
@@ -53,6 +55,7 @@ def training_step(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
                                          geometry(batch.global_params), *grids)  # (B,K,Nc,Nv)
     shared = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step])
                                                .generate_state(1)[0]))
+    torch.manual_seed(int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0]))
     with bf16_autocast(batch.global_frames.device, bf16):
         breakdown = network(batch.global_frames, batch.local_frames, correspondence,
                             batch.global_params.level, batch.local_params.level, gather_keys,

@@ -83,6 +83,13 @@ def test_an_in_process_failure_restarts_from_the_last_checkpoint(shards, tmp_pat
     metrics = run_pretraining(config)
     assert (job_folder(config) / INJECTED_FILE).exists()  # the failure did happen
     assert steps_of(metrics["tracking_uri"], metrics["mlflow_run_id"]) == list(range(1, 7))
+    # Restarted at step 2, it ends where a run without the failure ends: the same batches,
+    # views and random draws (L_mi's pairs, L_td's orders) after the restart as without it.
+    clean = run_pretraining(config_for("clean", shards["frames"], tmp_path,
+                                       "--run.checkpoint_every_steps=2"))
+    faulty, clean = (load_checkpoint(Path(m["checkpoint"]))["model"] for m in (metrics, clean))
+    for name, weights in clean.items():
+        torch.testing.assert_close(faulty[name], weights, rtol=0, atol=0, msg=name)
 
 
 def test_in_process_means_one_worker():
