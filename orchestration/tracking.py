@@ -31,6 +31,7 @@ from preprocessing.storage import Folder, is_uri
 
 JOB_TAG = "ctrlaug.job"
 JOB_FOLDER_TAG = "ctrlaug.job_folder"  # with JOB_TAG, what identifies a job: storage / name
+SEARCH_PAGE = 1000  # runs per MLflow search request (its largest page)
 
 
 class TrackingUnavailable(RuntimeError):
@@ -133,11 +134,18 @@ def job_run(uri: str, experiment: str, job: str, folder: str, tags: dict[str, st
     folder as the run's training dataset."""
     client = MlflowClient(uri)
     experiment_id_ = experiment_id(client, experiment)
-    same_name = client.search_runs([experiment_id_],
-                                   filter_string=f"tags.`{JOB_TAG}` = '{job}'", max_results=1000)
-    for run in same_name:
-        if run.data.tags.get(JOB_FOLDER_TAG) == folder:
-            return run.info.run_id
+    token = None
+    while True:  # every run of this name, page by page; the folder is compared here (a path
+        # may hold characters MLflow's filter syntax does not take)
+        same_name = client.search_runs([experiment_id_],
+                                       filter_string=f"tags.`{JOB_TAG}` = '{job}'",
+                                       max_results=SEARCH_PAGE, page_token=token)
+        for run in same_name:
+            if run.data.tags.get(JOB_FOLDER_TAG) == folder:
+                return run.info.run_id
+        token = same_name.token
+        if not token:
+            break
     run = client.create_run(experiment_id_, run_name=job,
                             tags={JOB_TAG: job, JOB_FOLDER_TAG: folder, **source_tags(),
                                   **tags})

@@ -31,6 +31,17 @@ def test_a_job_is_its_name_in_its_storage_path(tmp_path):
     assert job_run(uri, "pretrain", "ucf101-r3d18", "/runs/b/ucf101-r3d18", {}) == other
 
 
+def test_a_job_is_found_among_more_runs_of_its_name_than_one_search_page(tmp_path,
+                                                                          monkeypatch):
+    import orchestration.tracking as tracking
+
+    monkeypatch.setattr(tracking, "SEARCH_PAGE", 2)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    runs = [job_run(uri, "pretrain", "job", f"/runs/{i}/job", {}) for i in range(5)]
+    assert len(set(runs)) == 5
+    assert [job_run(uri, "pretrain", "job", f"/runs/{i}/job", {}) for i in range(5)] == runs
+
+
 def test_git_commit_of_an_image_comes_from_its_build_argument(monkeypatch):
     monkeypatch.setenv("CTRLAUG_GIT_COMMIT", "0123abc")
     assert git_commit() == "0123abc"
