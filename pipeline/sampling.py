@@ -14,8 +14,10 @@ applied. The rules (DESIGN section 2):
 - Global view: L frames, one per equal segment of [0, T) (random offset in training, the centre
   in evaluation); its interval is [0, T).
 - Boxes: the global box covers an area fraction in global_area of the frame, each local box an
-  area fraction in local_area of the global box, aspect (pixels) log-uniform in `aspect`; a side
-  that would not fit is clamped to its container, then the position is uniform inside it.
+  area fraction in local_area of the global box, aspect (pixels) log-uniform over the part of
+  `aspect` at which that area fits its container (both ranges hold whenever they can; where
+  they cannot, e.g. a global box on 16:9 frames, the aspect range wins: see _box_in); the
+  position is uniform inside the container.
 - Flips: independent per view with flip_probability.
 - Intensity levels: each iteration draws levels_per_batch distinct levels of the level grid;
   every view (global and local) gets one of them at random, and its brightness, contrast,
@@ -108,14 +110,29 @@ def _jitter_for_levels(levels: np.ndarray, rng: np.random.Generator,
 def _box_in(rng: np.random.Generator, outer: np.ndarray, width: int, height: int,
             area: tuple[float, float], aspect: tuple[float, float]) -> np.ndarray:
     """A box inside `outer` (4,) normalised, for a width x height frame -> (4,) normalised.
+
+    The area fraction a of the outer box is drawn uniformly from `area`; the aspect (width /
+    height in pixels) log-uniformly from the part of `aspect` at which a box of that area fits
+    in the outer box (between A / H^2 and W^2 / A for A = a W H), so both ranges hold whenever
+    they can. When no allowed aspect fits that area (an outer box wider than aspect[1] or
+    narrower than aspect[0], a near 1), the aspect is the allowed one nearest the outer box's
+    and the box the largest of it that fits. Four draws in every case (area, aspect, x, y).
     Scalar arithmetic in Python floats (numpy's per-call overhead was most of the sampler's
-    time); the draws are the same four, in the same order."""
+    time).
+    """
     x0, y0, x1, y1 = (float(value) for value in outer)
     outer_w, outer_h = (x1 - x0) * width, (y1 - y0) * height
     target = rng.uniform(*area) * outer_w * outer_h
-    ratio = math.exp(rng.uniform(math.log(aspect[0]), math.log(aspect[1])))
-    w = min(math.sqrt(target * ratio), outer_w)
-    h = min(math.sqrt(target / ratio), outer_h)
+    low = max(math.log(aspect[0]), math.log(target / outer_h ** 2))
+    high = min(math.log(aspect[1]), math.log(outer_w ** 2 / target))
+    draw = rng.random()
+    if low <= high:
+        ratio = math.exp(low + draw * (high - low))
+        w, h = math.sqrt(target * ratio), math.sqrt(target / ratio)
+    else:
+        ratio = min(max(outer_w / outer_h, aspect[0]), aspect[1])
+        w, h = min(outer_w, outer_h * ratio), min(outer_h, outer_w / ratio)
+    w, h = min(w, outer_w), min(h, outer_h)  # rounding at the bounds
     x = x0 * width + rng.random() * (outer_w - w)
     y = y0 * height + rng.random() * (outer_h - h)
     return np.array([x / width, y / height, (x + w) / width, (y + h) / height])
