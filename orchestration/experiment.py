@@ -137,6 +137,12 @@ class ExperimentConfig:
         require(self.data.batch_size >= self.run.workers * MIN_VIDEOS_PER_BATCH,
                 f"data.batch_size {self.data.batch_size} gives workers fewer than "
                 f"{MIN_VIDEOS_PER_BATCH} videos each (run.workers = {self.run.workers})")
+        levels = min(self.augment.levels_per_batch, self.augment.num_levels)
+        why = "augment.jitter = false gives every view level 0" if not self.augment.jitter \
+            else f"a batch holds {levels} level"
+        require(not self.loss.mi or (self.augment.jitter and levels >= 2),
+                f"loss.mi removes what the features say about the intensity level, but {why} "
+                f"(nothing to remove): set loss.mi = false, or jitter with 2+ levels per batch")
         require(self.run.gpu or self.data.decode in ("auto", "cpu"),
                 f"data.decode = {self.data.decode!r} decodes on a GPU, but run.gpu = false: "
                 f"set run.gpu = true or data.decode = 'cpu'")

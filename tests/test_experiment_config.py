@@ -51,6 +51,9 @@ def test_overrides_are_typed_and_round_trip():
     (["--data.decode=split"], "decodes on a GPU, but run.gpu = false"),
     (["--data.decode_gpu_share=1.2"], r"decode_gpu_share must be in \[0, 1\]"),
     (["--data.backend=reference", "--data.decode=gpu"], "needs data.backend = 'dali'"),
+    (["--augment.jitter=false"], "loss.mi .* augment.jitter = false gives every view level 0"),
+    (["--augment.levels_per_batch=1"], "loss.mi .* a batch holds 1 level"),
+    (["--augment.level_bins=[1,1,1,1,1]"], "loss.mi .* a batch holds 1 level"),
 ])
 def test_bad_overrides_are_clear_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
