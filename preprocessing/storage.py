@@ -26,6 +26,40 @@ def is_uri(location: str | Path) -> bool:
     return "://" in str(location)
 
 
+def _split_options(uri: str) -> tuple[str, str]:
+    """("s3://b/a", "endpoint_override=h&region=r") for "s3://b/a?endpoint_override=h&region=r";
+    (uri, "") when it ends in no such options (a "?" inside a key is part of the key)."""
+    base, mark, options = uri.rpartition("?")
+    if mark and options and all("=" in pair for pair in options.split("&")):
+        return base, options
+    return uri, ""
+
+
+def join(location: str, name: str) -> str:
+    """location/name as text: a local path, or a URI whose options (?endpoint_override=...)
+    stay at its end, where pyarrow reads them."""
+    if not is_uri(location):
+        return str(Path(location) / name)
+    base, options = _split_options(str(location))
+    return f"{base.rstrip('/')}/{name}" + (f"?{options}" if options else "")
+
+
+def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """pyarrow's filesystem and path for a URI. For s3:// and gs:// only the bucket and the
+    options are parsed as a URI and the key is taken as it is written: keys are not URL-encoded
+    (Kinetics class folders hold spaces, which pyarrow's URI parser refuses, and "#" or "%xx"
+    would cut or change the key)."""
+    base, options = _split_options(uri)
+    scheme, _, rest = base.partition("://")
+    bucket, _, key = rest.partition("/")
+    if scheme not in ("s3", "gs", "gcs") or not bucket:
+        return pafs.FileSystem.from_uri(uri)
+    fs, root = pafs.FileSystem.from_uri(f"{scheme}://{bucket}" + (f"?{options}" if options
+                                                                  else ""))
+    key = key.strip("/")
+    return fs, posixpath.join(root, key) if key else root
+
+
 class Folder:
     """A folder, local or in an object store; files are addressed by relative names ("a/b")."""
 
@@ -35,7 +69,7 @@ class Folder:
             return
         text = str(location)
         if is_uri(text):
-            self.fs, self.path = pafs.FileSystem.from_uri(text)
+            self.fs, self.path = _filesystem(text)
             self.uri = text.rstrip("/")
         else:
             self.fs, self.path = pafs.LocalFileSystem(), str(Path(text).resolve())
@@ -47,7 +81,7 @@ class Folder:
     def __truediv__(self, name: str) -> Folder:
         child = Folder(self)
         child.path = posixpath.join(self.path, name)
-        child.uri = f"{self.uri}/{name}"
+        child.uri = join(self.uri, name)
         return child
 
     @property

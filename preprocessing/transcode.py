@@ -168,14 +168,13 @@ def _local_source(location: Path | str) -> Iterator[Path]:
         _check_readable(Path(location))
         yield Path(location)
         return
-    parent, name = str(location).rsplit("/", 1)
-    folder = Folder(parent)
     with tempfile.TemporaryDirectory(prefix="ctrlaug-source-") as scratch:
-        local = Path(scratch) / name
         try:
-            if not folder.is_file(name):
+            source = Folder(location)  # the object itself: its name is ""
+            local = Path(scratch) / source.name
+            if not source.is_file(""):
                 raise VideoRejected("missing file")
-            folder.download(name, local)
+            source.download("", local)
         except OSError as error:
             raise VideoRejected(f"unreadable object: {error}") from None
         _check_readable(local)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from preprocessing.storage import Folder, is_uri
+from preprocessing.storage import Folder, is_uri, join
 
 UNLABELLED = -1  # label of rows without one (for example Kinetics test CSVs)
 
@@ -64,9 +64,9 @@ def index_files(root: Path | str) -> dict[str, Path | str]:
         folder = Folder(root)
         if not folder.is_folder():
             raise AnnotationError(f"videos folder {root} does not exist or is not a folder")
-        return {relative: f"{folder.uri}/{relative}" for relative in folder.files()
+        return {relative: join(folder.uri, relative) for relative in folder.files()
                 if not any(part.startswith(".") for part in relative.split("/"))}
-    root = Path(root)
+    root = Path(root).resolve()  # workers and reruns may start in another directory
     if not root.is_dir():
         raise AnnotationError(f"videos folder {root} does not exist or is not a folder")
     files = {}
@@ -79,7 +79,7 @@ def index_files(root: Path | str) -> dict[str, Path | str]:
 
 def located(root: Path | str, relative: str) -> str:
     """root/relative as text, for a local folder or a URI (where a rejection points)."""
-    return f"{str(root).rstrip('/')}/{relative}" if is_uri(root) else str(Path(root) / relative)
+    return join(str(root), relative) if is_uri(root) else str(Path(root).resolve() / relative)
 
 
 def finish(dataset: str, classes: list[str], videos: list[SourceVideo],
