@@ -103,6 +103,10 @@ def test_ucf101_split_files_and_the_handstand_case_mismatch(tmp_path):
     assert reasons(listing) == {"v_YoYo_g09_c01": "no file for this annotation row"}
     assert {v.split for v in list_dataset("ucf101", videos, notes, split="test").videos} == {
         "test"}
+    # A split the annotations do not have is an error, not an empty shard folder.
+    with pytest.raises(AnnotationError, match=r"no videos in split 'val': this ucf101 listing "
+                                              r"has 'test', 'train'"):
+        list_dataset("ucf101", videos, notes, split="val")
 
 
 @pytest.mark.parametrize("train, message", [

@@ -94,6 +94,10 @@ def finish(dataset: str, classes: list[str], videos: list[SourceVideo],
                                       f"duplicate video id (first seen at {first})"))
         else:
             kept[video.video_id] = video
+    splits = {v.split for v in kept.values()} | {r.split for r in rejected}
+    if split is not None and split not in splits:
+        raise AnnotationError(f"no videos in split {split!r}: this {dataset} listing has "
+                              f"{', '.join(map(repr, sorted(splits))) or 'no videos at all'}")
     chosen = [v for v in kept.values() if split is None or v.split == split]
     rejected = [r for r in rejected if split is None or r.split == split]
     chosen.sort(key=lambda v: (v.split, v.video_id))
