@@ -183,9 +183,21 @@ def _local_source(location: Path | str) -> Iterator[Path]:
 
 def _declared_seconds(container: av.container.InputContainer, stream: av.video.VideoStream
                       ) -> float | None:
+    """How long the video stream says it is: its duration, else its DURATION tag (Matroska /
+    WebM, "HH:MM:SS.fraction"), else the container's when the video is its only stream (the
+    container's is the longest stream's: an audio track longer than the video is no
+    truncation)."""
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
-    if container.duration is not None:
+    tag = next((value for key, value in stream.metadata.items() if key.upper() == "DURATION"),
+               None)
+    if tag:
+        try:
+            hours, minutes, seconds = tag.split(":")
+            return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+        except ValueError:
+            pass
+    if container.duration is not None and len(container.streams) == 1:
         return container.duration / av.time_base
     return None
 

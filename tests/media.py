@@ -34,8 +34,10 @@ def source_frame(index: int, width: int, height: int) -> np.ndarray:
 
 def write_video(path: Path, codec: str = "h264", fps: float = 25, frames: int = 30,
                 width: int = 64, height: int = 48, rotation: int | None = None,
-                times_ms: list[int] | None = None, audio: bool = False) -> Path:
-    """Write a test video; times_ms gives variable frame times (needs a -mkv codec)."""
+                times_ms: list[int] | None = None, audio: bool = False,
+                audio_seconds: float | None = None) -> Path:
+    """Write a test video; times_ms gives variable frame times (needs a -mkv codec); audio:
+    a silent track as long as the video, or audio_seconds long."""
     encoder, container_format, pixel_format, extension = ENCODERS[codec]
     path = path.with_suffix("." + extension)
     with av.open(str(path), mode="w", format=container_format) as container:
@@ -59,7 +61,8 @@ def write_video(path: Path, codec: str = "h264", fps: float = 25, frames: int = 
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
         if audio_stream is not None:
-            write_silence(container, audio_stream, frames / fps)
+            write_silence(container, audio_stream,
+                          frames / fps if audio_seconds is None else audio_seconds)
     return path
 
 

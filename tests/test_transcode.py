@@ -126,6 +126,18 @@ def test_bad_inputs_are_rejected_with_a_reason(tmp_path, make, reason):
         transcode(make(tmp_path), CONFIG)
 
 
+def test_an_audio_track_longer_than_the_video_is_no_truncation(tmp_path):
+    # Matroska / WebM declare no video stream duration; the container's is the longest
+    # stream's, here the audio's (yt-dlp downloads often look like this).
+    source = write_video(tmp_path / "long audio", "h264-mkv", frames=50, audio=True,
+                         audio_seconds=4.0)
+    assert transcode(source, CONFIG).num_frames > 0
+    cut = truncate(write_video(tmp_path / "whole", "h264-mkv", frames=60, audio=True), 0.5,
+                   tmp_path / "cut")
+    with pytest.raises(VideoRejected, match="truncated"):
+        transcode(cut, CONFIG)
+
+
 def test_transcoding_is_deterministic(tmp_path):
     source = write_video(tmp_path / "src", "mpeg4", frames=30)
     for payload in ("video", "frames"):
