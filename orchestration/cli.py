@@ -156,7 +156,7 @@ def _synth(args: argparse.Namespace) -> int:
 
 def _preprocess(args: argparse.Namespace) -> int:
     from preprocessing.config import PreprocessConfig
-    from preprocessing.job import PlanMismatch, local_executor, run_preprocess
+    from preprocessing.job import PlanMismatch, WorkerDied, local_executor, run_preprocess
     from preprocessing.sources import AnnotationError, list_dataset
 
     try:
@@ -178,7 +178,7 @@ def _preprocess(args: argparse.Namespace) -> int:
     try:
         manifest = run_preprocess(listing, config, args.out, executor, overwrite=args.overwrite,
                                   task_videos=args.task_videos)
-    except (PlanMismatch, ValueError, OSError) as error:
+    except (PlanMismatch, WorkerDied, ValueError, OSError) as error:
         print(f"ctrlaug preprocess: {error}", file=sys.stderr)
         return 2
     print(f"{args.out}: {manifest['num_videos']} videos in {len(manifest['shards'])} shards, "

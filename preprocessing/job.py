@@ -27,6 +27,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TextIO
@@ -197,19 +198,59 @@ def assemble_shard(task: ShardTask, pieces: list[PieceResult]) -> ShardResult:
 
 
 def local_executor(workers: int) -> ShardExecutor:
-    """Run tasks in `workers` processes on this machine (inline when workers == 1)."""
+    """Run tasks in `workers` processes on this machine (inline when workers == 1).
+
+    An error stops the job at once: tasks not started are cancelled (they used to run to the
+    end first). A worker process that dies (a decoder crash, the kernel's OOM killer) breaks
+    the pool; the tasks it left unfinished are then run one at a time, each in a process of
+    its own, so every other piece still finishes and is recorded, and the job ends with an
+    error naming the videos of each piece whose process died again."""
 
     def run(function: Callable[[PieceTask], PieceResult], tasks: list[PieceTask]
             ) -> Iterator[PieceResult]:
         if workers <= 1 or len(tasks) <= 1:
             yield from map(function, tasks)
             return
-        with spawn_pool(workers) as pool:
-            futures = [pool.submit(function, task) for task in tasks]
+        pool = spawn_pool(workers)
+        futures = {pool.submit(function, task): index for index, task in enumerate(tasks)}
+        done: set[int] = set()
+        try:
             for future in as_completed(futures):
-                yield future.result()
+                result = future.result()
+                done.add(futures[future])
+                yield result
+            return
+        except BrokenProcessPool:  # what finished before the break still counts
+            for future, index in futures.items():
+                if index not in done and future.done() and not future.cancelled() and \
+                        future.exception() is None:
+                    done.add(index)
+                    yield future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        unfinished = [task for index, task in enumerate(tasks) if index not in done]
+        died = []
+        for task in unfinished:
+            with spawn_pool(1) as alone:
+                try:
+                    result = alone.submit(function, task).result()
+                except BrokenProcessPool:
+                    died.append(task)
+                    continue
+            yield result
+        if died:
+            pieces = "\n".join(
+                f"  shard {task.shard}, videos {task.start}-{task.start + len(task.videos) - 1}: "
+                f"{', '.join(str(video.path) for video in task.videos)}" for task in died)
+            raise WorkerDied(f"a worker process died (a crash or the OOM killer) on one of these "
+                             f"videos, twice; every other piece is done and recorded, so a rerun "
+                             f"after removing that video resumes:\n{pieces}")
 
     return run
+
+
+class WorkerDied(RuntimeError):
+    """A worker process died on a piece twice (see local_executor)."""
 
 
 def _plan_record(listing: DatasetListing, config: PreprocessConfig,

@@ -234,3 +234,42 @@ def test_cli_out_that_is_a_file_gives_one_clear_line(videos, tmp_path):
         f"ctrlaug preprocess: --out {tmp_path / 'afile'} is a file; give a folder (new or "
         f"holding shards)")
     assert (tmp_path / "afile").read_text() == "not a folder"  # nothing lost
+
+
+def _double_or_crash(task):
+    """A piece function for the executor tests: shard 2's process dies (as on a decoder crash
+    or the OOM killer), shard 7 raises, every other returns twice its shard; each call leaves
+    a marker file."""
+    Path(task.marker_dir, str(task.shard)).touch()
+    if task.shard == 2:
+        os._exit(9)
+    if task.shard == 7:
+        raise ValueError("a bug in the piece function")
+    time.sleep(0.2)
+    return 2 * task.shard
+
+
+def _tasks(tmp_path, shards):
+    from types import SimpleNamespace
+
+    return [SimpleNamespace(shard=i, start=0, marker_dir=str(tmp_path),
+                            videos=[SimpleNamespace(path=f"/videos/{i}.mp4")])
+            for i in shards]
+
+
+def test_a_worker_that_dies_fails_the_job_after_every_other_piece_naming_its_videos(tmp_path):
+    from preprocessing.job import WorkerDied
+
+    results = []
+    with pytest.raises(WorkerDied, match=r"shard 2, videos 0-0: /videos/2\.mp4"):
+        for result in local_executor(2)(_double_or_crash, _tasks(tmp_path, range(6))):
+            results.append(result)
+    assert sorted(results) == [0, 2, 6, 8, 10]  # every other piece finished
+
+
+def test_an_error_cancels_the_pieces_not_started(tmp_path):
+    with pytest.raises(ValueError, match="a bug in the piece function"):
+        list(local_executor(2)(_double_or_crash, _tasks(tmp_path, [7, *range(10, 30)])))
+    # The failing piece, the one beside it and those already queued to the workers ran; the
+    # rest were cancelled (all 21 ran before the error surfaced).
+    assert len(list(tmp_path.iterdir())) <= 6
