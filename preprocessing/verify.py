@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from preprocessing import shards as layout
@@ -75,8 +76,13 @@ def verify_shards(shards: str | Path | Folder, sample: int = 8, seed: int = 0) -
     if bad.any():
         report.problems.append(f"{int(bad.sum())} labels outside the {len(manifest['classes'])}"
                                f" classes")
-    with shards.open_input(layout.rejected_name(manifest)) as source:
-        rejected = pq.read_metadata(source).num_rows
+    rejected_file = layout.rejected_name(manifest)
+    try:
+        with shards.open_input(rejected_file) as source:
+            rejected = pq.read_metadata(source).num_rows
+    except (OSError, pa.ArrowException) as error:
+        report.problems.append(f"{rejected_file}: missing or unreadable ({error})")
+        return report
     if report.rows + rejected != manifest["num_inputs"]:
         report.problems.append(f"{report.rows} rows + {rejected} rejected != "
                                f"{manifest['num_inputs']} inputs")

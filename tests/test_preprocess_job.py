@@ -198,6 +198,12 @@ def test_verify_finds_corruption_and_missing_shards(videos, tmp_path):
     assert not report.ok
     assert any("sha256 differs" in p for p in report.problems)
     assert any("is missing" in p for p in report.problems)
+    intact = tmp_path / "intact"
+    run(videos, intact)
+    (intact / manifest["rejected_file"]).unlink()
+    report = verify_shards(intact)  # a listed problem, not a traceback
+    assert not report.ok and any(manifest["rejected_file"] in p and "missing" in p
+                                 for p in report.problems)
 
 
 def test_inspect_summarises_counts_codecs_and_rejections(videos, tmp_path):
