@@ -239,18 +239,23 @@ def local_executor(workers: int) -> ShardExecutor:
                     continue
             yield result
         if died:
-            pieces = "\n".join(
-                f"  shard {task.shard}, videos {task.start}-{task.start + len(task.videos) - 1}: "
-                f"{', '.join(str(video.path) for video in task.videos)}" for task in died)
-            raise WorkerDied(f"a worker process died (a crash or the OOM killer) on one of these "
-                             f"videos, twice; every other piece is done and recorded, so a rerun "
-                             f"after removing that video resumes:\n{pieces}")
+            raise WorkerDied(died, "twice")
 
     return run
 
 
 class WorkerDied(RuntimeError):
-    """A worker process died on a piece twice (see local_executor)."""
+    """Worker processes died on these pieces (a decoder crash, the OOM killer) as often as
+    the executor retries; every other piece finished and is recorded."""
+
+    def __init__(self, pieces: list[PieceTask], attempts: str) -> None:
+        listed = "\n".join(
+            f"  shard {task.shard}, videos {task.start}-{task.start + len(task.videos) - 1}: "
+            f"{', '.join(str(video.path) for video in task.videos)}" for task in pieces)
+        super().__init__(f"a worker process died (a crash or the OOM killer) on one of these "
+                         f"videos, {attempts}; every other piece is done and recorded, so a "
+                         f"rerun after removing that video resumes:\n{listed}")
+        self.pieces = pieces
 
 
 def _plan_record(listing: DatasetListing, config: PreprocessConfig,

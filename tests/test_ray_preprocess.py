@@ -27,3 +27,25 @@ def test_ray_path_gives_the_same_shards_as_the_local_path(videos, tmp_path):
             tmp_path / "local" / shard["file"]).read_bytes()
     assert pq.read_table(tmp_path / "ray" / REJECTED).equals(
         pq.read_table(tmp_path / "local" / REJECTED))
+
+
+def test_a_piece_whose_worker_dies_on_every_try_is_named_after_the_others(tmp_path):
+    import os
+    from types import SimpleNamespace
+
+    import pytest
+
+    from preprocessing.job import WorkerDied
+
+    def double_or_crash(task):  # local: Ray ships it by value (workers cannot import tests/)
+        if task.shard == 2:
+            os._exit(9)  # as on a decoder crash or the OOM killer
+        return 2 * task.shard
+
+    tasks = [SimpleNamespace(shard=i, start=0, videos=[SimpleNamespace(path=f"/v/{i}.mp4")])
+             for i in range(4)]
+    results = []
+    with pytest.raises(WorkerDied, match=r"on each of its 2 tries.*\n.*shard 2, videos 0-0"):
+        for result in ray_executor(max_retries=1)(double_or_crash, tasks):
+            results.append(result)
+    assert sorted(results) == [0, 2, 6]
