@@ -21,6 +21,7 @@ shards are byte-identical to an uninterrupted run's, whatever the piece size.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import sys
@@ -28,6 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import as_completed
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TextIO
@@ -328,6 +330,38 @@ def run_preprocess(listing: DatasetListing, config: PreprocessConfig, out_dir: s
     out_dir = Folder(out_dir)
     if out_dir.is_file(""):
         raise ValueError(f"--out {out_dir} is a file; give a folder (new or holding shards)")
+    with _only_job_in(out_dir):
+        return _run_locked(listing, config, out_dir, executor, overwrite, log, task_videos)
+
+
+@contextmanager
+def _only_job_in(out_dir: Folder) -> Iterator[None]:
+    """Hold the output folder's lock (`_lock`, an advisory flock: released when the process
+    ends, however it ends) so that two jobs never write one local folder: the second one's
+    clean-up deleted the first one's temporaries and pieces. Object stores have no such lock:
+    there, one job per output folder is up to the user."""
+    if not out_dir.is_local:
+        yield
+        return
+    Path(out_dir.path).mkdir(parents=True, exist_ok=True)
+    with open(Path(out_dir.path) / LOCK_FILE, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PlanMismatch(f"another preprocessing job is writing to {out_dir}; wait for it "
+                               f"to end, or write to another folder") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+LOCK_FILE = "_lock"
+
+
+def _run_locked(listing: DatasetListing, config: PreprocessConfig, out_dir: Folder,
+                executor: ShardExecutor | None, overwrite: bool, log: TextIO,
+                task_videos: int) -> dict:
     tasks = plan_shards(listing, config, out_dir.uri)
     _prepare_folder(out_dir, _plan_record(listing, config, tasks), overwrite)
     results = {task.index: done for task in tasks if (done := _finished(out_dir, task))}

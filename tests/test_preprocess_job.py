@@ -279,3 +279,20 @@ def test_an_error_cancels_the_pieces_not_started(tmp_path):
     # The failing piece, the one beside it and those already queued to the workers ran; the
     # rest were cancelled (all 21 ran before the error surfaced).
     assert len(list(tmp_path.iterdir())) <= 6
+
+
+def test_a_second_job_on_the_same_local_folder_is_refused_while_the_first_runs(videos,
+                                                                               tmp_path):
+    import fcntl
+
+    from preprocessing.job import LOCK_FILE
+
+    out = tmp_path / "shards"
+    out.mkdir()
+    with open(out / LOCK_FILE, "a") as held:  # what a running job holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(PlanMismatch, match="another preprocessing job is writing to"):
+            run(videos, out)
+        assert not (out / "_progress").exists()  # refused before touching the folder
+    assert run(videos, out)["num_videos"] == 6  # free again: the job runs
+    assert verify_shards(out).ok
