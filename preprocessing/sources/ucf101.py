@@ -18,6 +18,7 @@ from preprocessing.sources.listing import (
     SourceVideo,
     finish,
     index_files,
+    located,
 )
 
 
@@ -68,8 +69,8 @@ def list_ucf101(videos: Path | str, annotations: Path, fold: int = 1,
             source = files.get(relative.as_posix().lower()) or by_lower_basename.get(
                 relative.name.lower())
             if source is None:
-                rejected.append(Rejection(str(videos / relative), relative.stem, split_name,
-                                          "no file for this annotation row"))
+                rejected.append(Rejection(located(videos, relative.as_posix()), relative.stem,
+                                          split_name, "no file for this annotation row"))
                 continue
             found.append(SourceVideo(relative.stem, source, label, classes[label], split_name))
     return finish("ucf101", classes, found, rejected, split)
