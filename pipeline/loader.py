@@ -305,7 +305,7 @@ class VideoLoader:
                     f"rank {self.rank}: fewer than {need} of the {len(order)} videos "
                     f"decode ({len(self.stats.skipped)} skipped this epoch, first: "
                     f"{self.stats.skipped[:3]}); check the shards with `ctrlaug verify "
-                    f"--sample 0`")
+                    f"SHARDS --sample N` (N rows decoded)")
             rows = np.concatenate([rows, np.array(candidates[:missing], dtype=rows.dtype)])
             del candidates[:missing]
             views = self.sample_views(self.dataset, rows, batch_index, self.epoch)
