@@ -30,11 +30,8 @@ def ray_executor(address: str | None = None, max_retries: int = 3) -> ShardExecu
         pending, died = [], []
         try:
             remote = ray.remote(num_cpus=1, max_retries=max_retries)(function)
-            task_of = {}
-            for task in tasks:
-                ref = remote.remote(task)
-                task_of[ref] = task
-                pending.append(ref)
+            task_of = {remote.remote(task): task for task in tasks}
+            pending = list(task_of)
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 try:

@@ -344,19 +344,13 @@ def _only_job_in(out_dir: Folder) -> Iterator[None]:
         yield
         return
     Path(out_dir.path).mkdir(parents=True, exist_ok=True)
-    with open(Path(out_dir.path) / LOCK_FILE, "a") as handle:
+    with open(Path(out_dir.path) / layout.LOCK, "a") as handle:  # closing it unlocks
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise PlanMismatch(f"another preprocessing job is writing to {out_dir}; wait for it "
                                f"to end, or write to another folder") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-LOCK_FILE = "_lock"
+        yield
 
 
 def _run_locked(listing: DatasetListing, config: PreprocessConfig, out_dir: Folder,

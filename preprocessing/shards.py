@@ -48,6 +48,7 @@ REJECTED = "_rejected.parquet"
 LEGACY_NAMES = {MANIFEST: "manifest.json", REJECTED: "rejected.parquet"}  # format version 1
 PART_GLOB = "part-*.parquet"
 PROGRESS_DIR = "_progress"
+LOCK = "_lock"  # held (flock) by the job writing a local folder
 PLAN = "plan.json"
 PAYLOAD = "payload"
 

@@ -25,7 +25,7 @@ from preprocessing.job import (
     process_piece,
     run_preprocess,
 )
-from preprocessing.shards import REJECTED, shard_schema, write_shard
+from preprocessing.shards import LOCK, REJECTED, shard_schema, write_shard
 from preprocessing.sources import list_dataset
 from preprocessing.storage import Folder
 from preprocessing.summary import summarize_shards
@@ -285,11 +285,9 @@ def test_a_second_job_on_the_same_local_folder_is_refused_while_the_first_runs(v
                                                                                tmp_path):
     import fcntl
 
-    from preprocessing.job import LOCK_FILE
-
     out = tmp_path / "shards"
     out.mkdir()
-    with open(out / LOCK_FILE, "a") as held:  # what a running job holds
+    with open(out / LOCK, "a") as held:  # what a running job holds
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(PlanMismatch, match="another preprocessing job is writing to"):
             run(videos, out)
