@@ -16,7 +16,10 @@ and cut into consecutive shards, so the same inputs and config always give the s
 write is atomic; a rerun (after a crash, a kill, or of a finished job) checks the plan, keeps
 every shard whose record and file agree and every piece whose record and rows agree, and
 transcodes only the rest. Transcoding is single-threaded and deterministic, so the rerun's
-shards are byte-identical to an uninterrupted run's, whatever the piece size.
+shards are byte-identical to an uninterrupted run's, whatever the piece size. A video whose
+source could not be read (a storage or network failure: `Rejection.retryable`) does not make its
+shard final: a rerun transcodes that shard again, so a job rerun after an outage picks those
+videos up; rejections for the content are final.
 """
 
 from __future__ import annotations
@@ -157,11 +160,13 @@ def process_piece(task: PieceTask) -> PieceResult:
         try:
             result = transcode(video.path, task.config, video.frame_range)
         except VideoRejected as reason:
-            rejected.append(Rejection(str(video.path), video.video_id, video.split, str(reason)))
+            rejected.append(Rejection(str(video.path), video.video_id, video.split, str(reason),
+                                      reason.retryable))
             continue
         except Exception as error:  # an unexpected failure must not take the piece down
             rejected.append(Rejection(str(video.path), video.video_id, video.split,
-                                      f"internal error: {type(error).__name__}: {error}"))
+                                      f"internal error: {type(error).__name__}: {error}",
+                                      retryable=True))
             continue
         rows.append(_row(video, result, task.config))
     count = len(task.videos)
@@ -304,7 +309,7 @@ def _finished(out_dir: Folder, task: ShardTask) -> ShardResult | None:
     if not out_dir.is_file(record):
         return None
     result = ShardResult.from_json(json.loads(out_dir.read_text(record)))
-    if result.rows + len(result.rejected) != len(task.videos):
+    if result.rows + len(result.rejected) != len(task.videos) or _retryable(result.rejected):
         return None
     if result.file is not None and (not out_dir.is_file(result.file) or
                                     out_dir.size(result.file) != result.bytes or
@@ -372,6 +377,9 @@ def _run_locked(listing: DatasetListing, config: PreprocessConfig, out_dir: Fold
                 pending.append(PieceTask(task.index, start, out_dir.uri, config, videos))
     already = sum(len(t.videos) for t in tasks if t.index in results) + \
         sum(p.count for done in pieces.values() for p in done)
+    if retried := _retried(out_dir, [t for t in tasks if t.index not in results]):
+        log.write(f"retrying {retried} videos an earlier run could not read (their shards "
+                  f"are transcoded again)\n")
     if already:
         log.write(f"resuming: {already} of {len(listing.videos)} videos already done "
                   f"({len(results)} of {len(tasks)} shards complete)\n")
@@ -399,7 +407,25 @@ def _finished_piece(out_dir: Folder, shard: int, start: int, count: int) -> Piec
     piece = PieceResult.from_json(json.loads(out_dir.read_text(record)))
     if _rows_in(out_dir, layout.piece_name(shard, start, count, ".parquet")) != piece.rows:
         return None
-    return piece if piece.rows + len(piece.rejected) == count else None
+    complete = piece.rows + len(piece.rejected) == count
+    return piece if complete and not _retryable(piece.rejected) else None
+
+
+def _retryable(rejected: tuple[Rejection, ...]) -> int:
+    """How many of these rejections a rerun tries again (their source could not be read)."""
+    return sum(r.retryable for r in rejected)
+
+
+def _retried(out_dir: Folder, tasks: list[ShardTask]) -> int:
+    """Videos rejected by an earlier run because their source could not be read, in shards
+    whose record is otherwise complete: this run transcodes those shards again."""
+    count = 0
+    for task in tasks:
+        record = layout.progress_record_name(task.index)
+        if out_dir.is_file(record):
+            count += _retryable(ShardResult.from_json(
+                json.loads(out_dir.read_text(record))).rejected)
+    return count
 
 
 def _finish(out_dir: Folder, listing: DatasetListing, config: PreprocessConfig,

@@ -71,7 +71,9 @@ INDEX_COLUMNS = ["video_id", "label", "split", "num_frames", "height", "width", 
 REJECTED_SCHEMA = pa.schema([pa.field("source_path", pa.string()),
                              pa.field("video_id", pa.string()),
                              pa.field("split", pa.string()),
-                             pa.field("reason", pa.string())])
+                             pa.field("reason", pa.string()),
+                             # the source could not be read: a rerun of the job retries it
+                             pa.field("retryable", pa.bool_())])
 
 
 def shard_schema(payload_format: str) -> pa.Schema:

@@ -52,7 +52,12 @@ TRUNCATION_TOLERANCE = 0.9
 
 
 class VideoRejected(Exception):
-    """This input cannot be sharded; the message is the reason recorded in _rejected.parquet."""
+    """This input cannot be sharded; the message is the reason recorded in _rejected.parquet.
+    `retryable` when the source could not be read, as opposed to read and found unusable."""
+
+    def __init__(self, reason: str, retryable: bool = False) -> None:
+        super().__init__(reason)
+        self.retryable = retryable
 
 
 @dataclass(frozen=True)
@@ -147,9 +152,10 @@ def _check_readable(path: Path) -> None:
         with open(path, "rb") as handle:
             handle.read(1)
     except FileNotFoundError:
-        raise VideoRejected("missing file") from None
+        raise VideoRejected("missing file", retryable=True) from None
     except OSError as error:
-        raise VideoRejected(f"unreadable path: {error.strerror or error}") from None
+        raise VideoRejected(f"unreadable path: {error.strerror or error}",
+                            retryable=True) from None
     if size == 0:
         raise VideoRejected("empty file (0 bytes)")
 
@@ -173,10 +179,10 @@ def _local_source(location: Path | str) -> Iterator[Path]:
             source = Folder(location)  # the object itself: its name is ""
             local = Path(scratch) / source.name
             if not source.is_file(""):
-                raise VideoRejected("missing file")
+                raise VideoRejected("missing file", retryable=True)
             source.download("", local)
         except OSError as error:
-            raise VideoRejected(f"unreadable object: {error}") from None
+            raise VideoRejected(f"unreadable object: {error}", retryable=True) from None
         _check_readable(local)
         yield local
 

@@ -119,6 +119,40 @@ def test_rerun_of_a_finished_job_changes_nothing(videos, tmp_path):
     assert "resuming: 11 of 11 videos already done (6 of 6 shards complete)" in log.read_text()
 
 
+def test_a_source_that_could_not_be_read_is_retried_by_the_rerun(videos, tmp_path):
+    """A video that vanished (or could not be read) between listing and transcoding is a
+    retryable rejection: once it is back, the rerun transcodes its shard again and ends with
+    the shards of a run that never lost it; content rejections and other shards stay."""
+    import shutil
+    root = tmp_path / "videos"
+    shutil.copytree(videos, root)
+    clean = run(root, tmp_path / "clean")
+    listing = list_dataset("folder", root)
+    sharded = set(shard_ids(tmp_path / "clean"))
+    lost = next(video.path for video in listing.videos if video.video_id in sharded)
+    moved = tmp_path / "away"
+    Path(lost).rename(moved)
+    out = tmp_path / "shards"
+    first = run_preprocess(listing, config(), out, local_executor(1), log=io.StringIO())
+    rejected = {r["source_path"]: r for r in pq.read_table(out / REJECTED).to_pylist()}
+    assert first["num_rejected"] == clean["num_rejected"] + 1
+    assert rejected[str(lost)]["reason"] == "missing file" and rejected[str(lost)]["retryable"]
+    assert not any(r["retryable"] for path, r in rejected.items() if path != str(lost))
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
+    moved.rename(lost)
+    log = io.StringIO()
+    second = run_preprocess(list_dataset("folder", root), config(), out, local_executor(1),
+                            log=log)
+    assert "retrying 1 videos an earlier run could not read" in log.getvalue()
+    assert second == clean
+    for part in (tmp_path / "clean").glob("part-*.parquet"):
+        assert (out / part.name).read_bytes() == part.read_bytes()
+    rewritten = [name for name, stamp in stamps.items()
+                 if (out / name).stat().st_mtime_ns != stamp]
+    assert len(rewritten) <= 1  # only the lost video's shard (none if it held only that video)
+    assert verify_shards(out, sample=1).ok
+
+
 def test_a_different_plan_is_refused_unless_overwritten(videos, tmp_path):
     out = tmp_path / "shards"
     run(videos, out)

@@ -35,12 +35,15 @@ class SourceVideo:
 
 @dataclass(frozen=True)
 class Rejection:
-    """An input that was not sharded, and why."""
+    """An input that was not sharded, and why. `retryable`: the source could not be read (a
+    storage or network failure, a file that vanished): a rerun of the job tries it again,
+    where a rejection for the content (not a video, truncated, undecodable) is final."""
 
     source_path: str
     video_id: str
     split: str
     reason: str
+    retryable: bool = False
 
 
 @dataclass
