@@ -54,12 +54,14 @@ def summarize_shards(shards: str | Path | Folder, top_classes: int = 20) -> str:
         lines.append(f"  {label:4d} {name}: {count}")
     if len(per_class) > top_classes:
         lines.append(f"  ... and {len(per_class) - top_classes} more")
-    reasons = Counter(_reason_kind(r) for r in
-                      layout.read_table(shards, layout.rejected_name(manifest), ["reason"])
-                      .column("reason").to_pylist())
+    rejected = layout.read_table(shards, layout.rejected_name(manifest)).to_pylist()
+    reasons = Counter(_reason_kind(r["reason"]) for r in rejected)
     if reasons:
         lines.append("rejected by reason:")
         lines += [f"  {count:5d}  {reason}" for reason, count in reasons.most_common()]
+    if retryable := sum(bool(r.get("retryable")) for r in rejected):  # absent before 2026-12
+        lines.append(f"{retryable} of them could not be read: rerunning the preprocess command "
+                     f"retries them")
     return "\n".join(lines)
 
 

@@ -138,6 +138,8 @@ def test_a_source_that_could_not_be_read_is_retried_by_the_rerun(videos, tmp_pat
     assert first["num_rejected"] == clean["num_rejected"] + 1
     assert rejected[str(lost)]["reason"] == "missing file" and rejected[str(lost)]["retryable"]
     assert not any(r["retryable"] for path, r in rejected.items() if path != str(lost))
+    assert "1 of them could not be read: rerunning the preprocess command retries them" in \
+        summarize_shards(out)
     stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
     moved.rename(lost)
     log = io.StringIO()
