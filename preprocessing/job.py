@@ -303,12 +303,20 @@ def _rows_in(folder: Folder, name: str) -> int | None:
         return None
 
 
-def _finished(out_dir: Folder, task: ShardTask) -> ShardResult | None:
-    """The shard's record if it and its file agree (size and row count; sha256 in verify)."""
+def _shard_record(out_dir: Folder, task: ShardTask) -> ShardResult | None:
+    """The shard's record as an earlier run wrote it, or None."""
     record = layout.progress_record_name(task.index)
     if not out_dir.is_file(record):
         return None
-    result = ShardResult.from_json(json.loads(out_dir.read_text(record)))
+    return ShardResult.from_json(json.loads(out_dir.read_text(record)))
+
+
+def _finished(out_dir: Folder, task: ShardTask, result: ShardResult | None
+              ) -> ShardResult | None:
+    """The shard's record (`result`) if it and its file agree (size and row count; sha256 in
+    verify) and it holds no retryable rejection."""
+    if result is None:
+        return None
     if result.rows + len(result.rejected) != len(task.videos) or _retryable(result.rejected):
         return None
     if result.file is not None and (not out_dir.is_file(result.file) or
@@ -363,7 +371,9 @@ def _run_locked(listing: DatasetListing, config: PreprocessConfig, out_dir: Fold
                 task_videos: int) -> dict:
     tasks = plan_shards(listing, config, out_dir.uri)
     _prepare_folder(out_dir, _plan_record(listing, config, tasks), overwrite)
-    results = {task.index: done for task in tasks if (done := _finished(out_dir, task))}
+    records = {task.index: _shard_record(out_dir, task) for task in tasks}
+    results = {task.index: done for task in tasks
+               if (done := _finished(out_dir, task, records[task.index]))}
     pending, pieces = [], {task.index: [] for task in tasks if task.index not in results}
     for task in tasks:
         if task.index in results:
@@ -377,7 +387,8 @@ def _run_locked(listing: DatasetListing, config: PreprocessConfig, out_dir: Fold
                 pending.append(PieceTask(task.index, start, out_dir.uri, config, videos))
     already = sum(len(t.videos) for t in tasks if t.index in results) + \
         sum(p.count for done in pieces.values() for p in done)
-    if retried := _retried(out_dir, [t for t in tasks if t.index not in results]):
+    if retried := sum(_retryable(record.rejected) for index, record in records.items()
+                      if record is not None and index not in results):
         log.write(f"retrying {retried} videos an earlier run could not read (their shards "
                   f"are transcoded again)\n")
     if already:
@@ -414,18 +425,6 @@ def _finished_piece(out_dir: Folder, shard: int, start: int, count: int) -> Piec
 def _retryable(rejected: tuple[Rejection, ...]) -> int:
     """How many of these rejections a rerun tries again (their source could not be read)."""
     return sum(r.retryable for r in rejected)
-
-
-def _retried(out_dir: Folder, tasks: list[ShardTask]) -> int:
-    """Videos rejected by an earlier run because their source could not be read, in shards
-    whose record is otherwise complete: this run transcodes those shards again."""
-    count = 0
-    for task in tasks:
-        record = layout.progress_record_name(task.index)
-        if out_dir.is_file(record):
-            count += _retryable(ShardResult.from_json(
-                json.loads(out_dir.read_text(record))).rejected)
-    return count
 
 
 def _finish(out_dir: Folder, listing: DatasetListing, config: PreprocessConfig,
