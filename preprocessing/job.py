@@ -45,7 +45,7 @@ from preprocessing.config import PreprocessConfig
 from preprocessing.processes import spawn_pool
 from preprocessing.progress import Progress
 from preprocessing.sources import DatasetListing, Rejection, SourceVideo
-from preprocessing.storage import Folder
+from preprocessing.storage import Folder, is_uri
 from preprocessing.transcode import VideoRejected, transcode
 
 
@@ -128,6 +128,17 @@ class PieceTask:
     out_dir: str
     config: PreprocessConfig
     videos: tuple[SourceVideo, ...]
+
+    def local_paths(self) -> list[str]:
+        """Local paths a worker on another machine must see as this one does: the output
+        folder's plan record (written by the job before any piece runs) and the first source
+        video, each when it is local (an object-store URI reads the same everywhere)."""
+        paths = []
+        if not is_uri(self.out_dir):
+            paths.append(str(Path(self.out_dir) / layout.PROGRESS_DIR / layout.PLAN))
+        if self.videos and not is_uri(str(self.videos[0].path)):
+            paths.append(str(self.videos[0].path))
+        return paths
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 
 from orchestration.ray_preprocess import ray_executor
 from preprocessing.config import PreprocessConfig
-from preprocessing.job import local_executor, run_preprocess
+from preprocessing.job import PieceTask, local_executor, run_preprocess
 from preprocessing.shards import REJECTED
 from preprocessing.sources import list_dataset
 
@@ -42,10 +42,36 @@ def test_a_piece_whose_worker_dies_on_every_try_is_named_after_the_others(tmp_pa
             os._exit(9)  # as on a decoder crash or the OOM killer
         return 2 * task.shard
 
-    tasks = [SimpleNamespace(shard=i, start=0, videos=[SimpleNamespace(path=f"/v/{i}.mp4")])
-             for i in range(4)]
+    tasks = [SimpleNamespace(shard=i, start=0, videos=[SimpleNamespace(path=f"/v/{i}.mp4")],
+                             local_paths=list) for i in range(4)]
     results = []
     with pytest.raises(WorkerDied, match=r"on each of its 2 tries.*\n.*shard 2, videos 0-0"):
         for result in ray_executor(max_retries=1)(double_or_crash, tasks):
             results.append(result)
     assert sorted(results) == [0, 2, 6]
+
+
+def test_a_node_that_cannot_see_the_output_folder_stops_the_job_before_any_piece(videos,
+                                                                                 tmp_path):
+    """What a node without the shared filesystem sees is what a missing path looks like: the
+    probe runs on every node (here the one local node) and the job stops before transcoding."""
+    import pytest
+
+    listing = list_dataset("folder", videos)
+    task = PieceTask(0, 0, str(tmp_path / "shards"), PreprocessConfig(), tuple(listing.videos))
+    assert task.local_paths() == [str(tmp_path / "shards" / "_progress" / "plan.json"),
+                                  str(listing.videos[0].path)]
+    ran = []
+    with pytest.raises(ValueError, match=r"1 of 1 Ray nodes cannot see.*\n  node .* does not "
+                                         r"see .*plan\.json\n.*nothing was transcoded"):
+        for result in ray_executor(max_retries=0)(ran.append, [task]):
+            ran.append(result)
+    assert ran == []
+    # the real job writes the plan record first, so on a shared filesystem the probe passes
+    quiet = io.StringIO()
+    manifest = run_preprocess(listing, PreprocessConfig(videos_per_shard=4), tmp_path / "shards",
+                              ray_executor(), log=quiet)
+    assert manifest["num_videos"] > 0
+    # an object store reads the same from every node: nothing local to probe for the output
+    assert PieceTask(0, 0, "s3://bucket/shards", PreprocessConfig(),
+                     tuple(listing.videos)).local_paths() == [str(listing.videos[0].path)]
