@@ -385,23 +385,25 @@ def _run_locked(listing: DatasetListing, config: PreprocessConfig, out_dir: Fold
     records = {task.index: _shard_record(out_dir, task) for task in tasks}
     results = {task.index: done for task in tasks
                if (done := _finished(out_dir, task, records[task.index]))}
+    retried = sum(_retryable(record.rejected) for index, record in records.items()
+                  if record is not None and index not in results)
     pending, pieces = [], {task.index: [] for task in tasks if task.index not in results}
     for task in tasks:
         if task.index in results:
             continue
         for start in range(0, len(task.videos), task_videos):
             videos = task.videos[start:start + task_videos]
-            done = _finished_piece(out_dir, task.index, start, len(videos))
-            if done:
+            done = _piece_record(out_dir, task.index, start, len(videos))
+            if done and not _retryable(done.rejected):
                 pieces[task.index].append(done)
             else:
+                retried += _retryable(done.rejected) if done else 0
                 pending.append(PieceTask(task.index, start, out_dir.uri, config, videos))
     already = sum(len(t.videos) for t in tasks if t.index in results) + \
         sum(p.count for done in pieces.values() for p in done)
-    if retried := sum(_retryable(record.rejected) for index, record in records.items()
-                      if record is not None and index not in results):
-        log.write(f"retrying {retried} videos an earlier run could not read (their shards "
-                  f"are transcoded again)\n")
+    if retried:
+        log.write(f"retrying {retried} videos an earlier run could not read (the shards, or "
+                  f"the pieces of unfinished shards, holding them are transcoded again)\n")
     if already:
         log.write(f"resuming: {already} of {len(listing.videos)} videos already done "
                   f"({len(results)} of {len(tasks)} shards complete)\n")
@@ -421,16 +423,16 @@ def _run_locked(listing: DatasetListing, config: PreprocessConfig, out_dir: Fold
     return _finish(out_dir, listing, config, [results[task.index] for task in tasks])
 
 
-def _finished_piece(out_dir: Folder, shard: int, start: int, count: int) -> PieceResult | None:
-    """The piece's record if it and its rows agree."""
+def _piece_record(out_dir: Folder, shard: int, start: int, count: int) -> PieceResult | None:
+    """The piece's record if it accounts for all `count` videos and agrees with its rows file
+    (the piece is finished unless it holds retryable rejections)."""
     record = layout.piece_name(shard, start, count, ".json")
     if not out_dir.is_file(record):
         return None
     piece = PieceResult.from_json(json.loads(out_dir.read_text(record)))
     if _rows_in(out_dir, layout.piece_name(shard, start, count, ".parquet")) != piece.rows:
         return None
-    complete = piece.rows + len(piece.rejected) == count
-    return piece if complete and not _retryable(piece.rejected) else None
+    return piece if piece.rows + len(piece.rejected) == count else None
 
 
 def _retryable(rejected: tuple[Rejection, ...]) -> int:

@@ -192,6 +192,36 @@ def test_pieces_smaller_than_shards_give_the_same_shards_and_resume_per_piece(vi
     assert resumed == whole
 
 
+def test_a_stopped_run_s_piece_with_an_unreadable_source_is_retried_and_counted(videos,
+                                                                                  tmp_path):
+    """Pieces left by a run that stopped before their shard was assembled: a piece whose
+    video could not be read is transcoded again (and counted in the retry line), the others
+    are kept."""
+    import shutil
+    root = tmp_path / "videos"
+    shutil.copytree(videos, root)
+    listing = list_dataset("folder", root)
+    whole = run_preprocess(listing, config(videos_per_shard=5), tmp_path / "whole",
+                           local_executor(1), log=io.StringIO(), task_videos=2)
+    out = tmp_path / "stopped"
+    tasks = plan_shards(listing, config(videos_per_shard=5), out)
+    _prepare_folder(Folder(out), _plan_record(listing, config(videos_per_shard=5), tasks), False)
+    lost = Path(tasks[0].videos[2].path)
+    lost.rename(tmp_path / "away")
+    for start in (0, 2):
+        process_piece(PieceTask(0, start, str(out), config(videos_per_shard=5),
+                                tasks[0].videos[start:start + 2]))
+    (tmp_path / "away").rename(lost)
+    log = io.StringIO()
+    resumed = run_preprocess(listing, config(videos_per_shard=5), out, local_executor(1),
+                             log=log, task_videos=2)
+    assert "retrying 1 videos an earlier run could not read" in log.getvalue()
+    assert "resuming: 2 of 11 videos already done (0 of 3 shards complete)" in log.getvalue()
+    assert resumed == whole
+    for part in (tmp_path / "whole").glob("part-*.parquet"):
+        assert (out / part.name).read_bytes() == part.read_bytes()
+
+
 def test_killed_run_then_rerun_gives_identical_shards(videos, tmp_path):
     command = [CTRLAUG, "preprocess", "--dataset", "folder", "--videos", str(videos),
                "--videos-per-shard", "1", "--workers", "1"]
