@@ -3,10 +3,13 @@ shared machines are noise; BENCHMARKS.md holds measured figures with their machi
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 RATE = r"\d+\.\d+ videos/s"
@@ -84,3 +87,27 @@ def test_step_flops_match_a_naive_count_of_the_encoders_convolutions(monkeypatch
     forward, stem = clips * clip_flops + global_flops, clips * clip_stem + global_stem
     assert encoder == 3 * forward - stem
     assert encoder < per_video < 1.1 * encoder  # the heads are a few percent
+
+
+def test_the_level_probe_reads_a_linearly_coded_label_and_not_an_absent_one():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from level_probe import probe_accuracy
+
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 4, (800,), generator=generator)
+    noise = torch.randn(800, 16, generator=generator)
+    coded = noise + 5 * torch.nn.functional.one_hot(labels, 16).float()  # 4 of 16 dims
+    assert probe_accuracy(coded[:400], labels[:400], coded[400:], labels[400:], 4) > 0.95
+    assert probe_accuracy(noise[:400], labels[:400], noise[400:], labels[400:], 4) < 0.4
+
+
+def test_the_level_probe_runs_on_shards(shards):
+    out = run_script("benchmarks/level_probe.py", "--config", "configs/tiny-cpu.toml",
+                     "--train", str(shards["frames"]), "--test", str(shards["frames"]),
+                     "--random-seeds", "0")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines[0]["chance"] == {"brightness": 0.25, "contrast": 0.25, "saturation": 0.25,
+                                  "hue": 0.5, "blur": 0.25}
+    assert lines[1]["encoder"] == "random init, seed 0"
+    assert all(0 <= lines[1][name] <= 1 for name in lines[0]["chance"]), lines
+    assert lines[1]["views"][0] > 0 and lines[1]["views"][0] % 5 == 0, lines  # 1 + K per video
