@@ -5,7 +5,7 @@ of brightness, contrast, saturation, hue and blur (DESIGN.md, Intensity levels).
 encoder this script takes one epoch of pretraining views of the train shards and of the test
 shards from the DALI loader (the config's augmentation, every applied level emitted), pools
 their features (global views through f', clips through f; eval mode), and fits one linear probe
-per parameter (multinomial logistic regression on standardised features, predicting the
+per parameter (the evaluation's linear probe on standardised features, predicting the
 parameter's bin) on the train views; it prints each probe's accuracy on the test views next to
 chance (1 / bins). An encoder that keeps less of the level scores closer to chance.
 
@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from model.encoder import R3D18, pool_features
+from model.evaluation import train_linear_probe
 from orchestration.checkpoint import encoder_from
 from orchestration.experiment import load_config
 from pipeline.config import AugmentConfig
@@ -52,24 +53,13 @@ def view_features(encoder: R3D18, shards: str, augment: AugmentConfig, batch_siz
 
 
 def probe_accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor,
-                   classes: int, steps: int = 500) -> float:
-    """Test accuracy of a linear classifier fitted (Adam, full batch) on standardised features.
-
-    train_x (N, C), train_y (N,) long in [0, classes); test_x (M, C), test_y (M,)."""
+                   classes: int) -> float:
+    """Test accuracy of the evaluation's linear probe (`model.evaluation.train_linear_probe`)
+    fitted on standardised features. train_x (N, C), train_y (N,) long; test_x (M, C)."""
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
-    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
-    generator = torch.Generator().manual_seed(0)
-    layer = torch.nn.Linear(train_x.shape[1], classes)
+    probe = train_linear_probe((train_x - mean) / std, train_y, classes)
     with torch.no_grad():
-        layer.weight.normal_(0, 0.01, generator=generator)
-        layer.bias.zero_()
-    optimiser = torch.optim.Adam(layer.parameters(), lr=0.01, weight_decay=1e-4)
-    for _ in range(steps):
-        optimiser.zero_grad()
-        torch.nn.functional.cross_entropy(layer(train_x), train_y).backward()
-        optimiser.step()
-    with torch.no_grad():
-        return (layer(test_x).argmax(1) == test_y).float().mean().item()
+        return (probe((test_x - mean) / std).argmax(1) == test_y).float().mean().item()
 
 
 def main() -> None:
