@@ -2,10 +2,11 @@
 
     I(X; Y) >= E_{P_XY}[G] - log E_{P_X x P_Y}[exp G]
 
-`dv_bound` is the plain bound. Its minibatch gradient is biased (the log of a minibatch mean), so
-G_theta is trained with `MovingAverageDVBound`, MINE's correction: the denominator of the gradient
-of log E[exp G] is a moving average of E[exp G] instead of the current minibatch's mean. Its
-value is still the plain bound, so what is logged is what is estimated.
+`level_pairs` says which pairs of views are L_mi's joint samples. `dv_bound` is the plain bound.
+Its minibatch gradient is biased (the log of a minibatch mean), so G_theta is trained with
+`MovingAverageDVBound`, MINE's correction: the denominator of the gradient of log E[exp G] is a
+moving average of E[exp G] instead of the current minibatch's mean. Its value is still the
+plain bound, so what is logged is what is estimated.
 """
 
 from __future__ import annotations
@@ -19,6 +20,18 @@ from torch import Tensor, nn
 
 def _log_mean_exp(x: Tensor) -> Tensor:
     return torch.logsumexp(x, dim=0) - math.log(x.shape[0])
+
+
+def level_pairs(levels: Tensor, videos: Tensor) -> tuple[Tensor, Tensor]:
+    """L_mi's joint pairs: every ordered pair of views with the same intensity level that come
+    from different videos (low-level statistics shared, semantics not).
+
+    levels, videos: (V,) long, each view's level and the video it was cut from.
+    Returns first, second: (P,) indices into the V views, first[p] != second[p] as videos.
+    """
+    joint = (levels[:, None] == levels[None, :]) & (videos[:, None] != videos[None, :])
+    first, second = joint.nonzero(as_tuple=True)
+    return first, second
 
 
 def dv_bound(joint_scores: Tensor, marginal_scores: Tensor) -> Tensor:

@@ -38,7 +38,7 @@ from model.config import LossConfig, ModelConfig
 from model.encoder import pool_features
 from model.grl import grad_reverse
 from model.losses import info_nce_loss, region_contrast_loss
-from model.mine import MovingAverageDVBound, StatisticsNetwork, dv_bound
+from model.mine import MovingAverageDVBound, StatisticsNetwork, dv_bound, level_pairs
 from model.projection import ProjectionHead
 from model.temporal import TemporalOrderHead
 
@@ -191,9 +191,7 @@ class Objective(nn.Module):
         levels = levels_per_video.reshape(-1)  # (V,)
         video = torch.arange(m, device=device).repeat_interleave(k + 1)  # (V,)
 
-        # Same level, different videos: low-level statistics shared, semantics not.
-        joint_mask = (levels[:, None] == levels[None, :]) & (video[:, None] != video[None, :])
-        first, second = joint_mask.nonzero(as_tuple=True)  # (P,), (P,)
+        first, second = level_pairs(levels, video)  # (P,), (P,)
         estimates["mi_joint_pairs"] = torch.tensor(float(first.numel()), device=device)
         if first.numel() > 0:
             reversed_views = grad_reverse(views, self.loss.grl_scale)

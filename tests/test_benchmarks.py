@@ -4,6 +4,7 @@ shared machines are noise; BENCHMARKS.md holds measured figures with their machi
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -101,13 +102,38 @@ def test_the_level_probe_reads_a_linearly_coded_label_and_not_an_absent_one():
     assert probe_accuracy(noise[:400], labels[:400], noise[400:], labels[400:], 4) < 0.4
 
 
+def test_the_level_critic_sees_a_coded_level_and_not_an_absent_one():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from level_probe import fit_critic
+
+    generator = torch.Generator().manual_seed(0)
+
+    def batches(coded: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        out = []
+        for _ in range(8):
+            level = torch.randint(0, 4, (16, 5), generator=generator)  # (B, V): 4 levels
+            features = torch.randn(16, 5, 8, generator=generator)
+            if coded:
+                features[..., :4] += 3 * torch.nn.functional.one_hot(level, 4).float()
+            out.append((features, level))
+        return out
+
+    coded, noise = batches(True), batches(False)
+    assert fit_critic(coded[:6], coded[6:], hidden_dim=32, steps=300) > 0.5  # <= log 4 = 1.39
+    assert abs(fit_critic(noise[:6], noise[6:], hidden_dim=32, steps=300)) < 0.15
+
+
 def test_the_level_probe_runs_on_shards(shards):
     out = run_script("benchmarks/level_probe.py", "--config", "configs/tiny-cpu.toml",
                      "--train", str(shards["frames"]), "--test", str(shards["frames"]),
-                     "--random-seeds", "0")
+                     "--random-seeds", "0", "--critic-epochs", "2", "--critic-steps", "20")
     lines = [json.loads(line) for line in out.splitlines()]
     assert lines[0]["chance"] == {"brightness": 0.25, "contrast": 0.25, "saturation": 0.25,
                                   "hue": 0.5, "blur": 0.25}
-    assert lines[1]["encoder"] == "random init, seed 0"
-    assert all(0 <= lines[1][name] <= 1 for name in lines[0]["chance"]), lines
-    assert lines[1]["views"][0] > 0 and lines[1]["views"][0] % 5 == 0, lines  # 1 + K per video
+    assert 0 < lines[0]["critic nats at most"] == round(math.log(4), 3)  # 4 levels a batch
+    assert "critic on the applied parameters (ceiling)" in lines[1]
+    encoder = lines[2]
+    assert encoder["encoder"] == "random init, seed 0"
+    assert all(0 <= encoder[name] <= 1 for name in lines[0]["chance"]), lines
+    assert encoder["views"][0] > 0 and encoder["views"][0] % 5 == 0, lines  # 1 + K per video
+    assert math.isfinite(encoder["critic nats"]) and "own critic nats" not in encoder

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model.grl import grad_reverse
-from model.mine import MovingAverageDVBound, StatisticsNetwork, dv_bound
+from model.mine import MovingAverageDVBound, StatisticsNetwork, dv_bound, level_pairs
 
 DIM, RHO = 2, 0.8
 
@@ -115,3 +115,15 @@ def test_dv_bound_properties(seed, shift, p, q):
     shifted = dv_bound(joint.double() + shift, marginal.double() + shift)
     assert shifted.item() == pytest.approx(value.item(), abs=1e-9)
     assert value.item() <= joint.double().mean().item() - marginal.double().mean().item() + 1e-9
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 4)), min_size=1, max_size=30))
+def test_level_pairs_are_every_same_level_pair_across_videos(views):
+    levels = torch.tensor([level for level, _ in views])
+    videos = torch.tensor([video for _, video in views])
+    first, second = level_pairs(levels, videos)
+    naive = {(i, j) for i, (li, vi) in enumerate(views) for j, (lj, vj) in enumerate(views)
+             if li == lj and vi != vj}
+    assert set(zip(first.tolist(), second.tolist(), strict=True)) == naive
+    assert len(first) == len(naive)  # no pair twice
