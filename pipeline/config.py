@@ -28,6 +28,11 @@ class AugmentConfig:
     stride of a local clip. clip_extent: "stride" (clips of L frames with stride frame_stride)
     or "segment" (the stride adapts to each video: the largest whose clip fits in one of its K
     segments, T // (K L), so the K clips cover the video; evaluation clips use the same stride).
+    clip_placement: "inside" (a clip that fits in its segment lies inside it, start uniform over
+    those positions; where it does not fit, the paper's rule) or "centre" (the paper's rule, Sec.
+    3.1, for every clip: the centre uniform in the segment, the clip shifted as little as needed
+    to lie in [0, T), so clips may cross segment borders). With T = K L s, "inside" leaves each
+    clip one position (no temporal jitter; the 64-frame benchmark), "centre" a segment's width.
     size: output side (112). global_area / local_area: area fraction of
     the global box in the frame, and of each local box in the global box. aspect: width/height
     range of boxes, in pixels. flip_probability: per view, independently. brightness, contrast,
@@ -42,6 +47,7 @@ class AugmentConfig:
     num_clips: int = 4
     frame_stride: int = 1
     clip_extent: Literal["stride", "segment"] = "stride"
+    clip_placement: Literal["inside", "centre"] = "inside"
     size: int = 112
     global_area: tuple[float, float] = (0.8, 1.0)
     local_area: tuple[float, float] = (0.2, 1.0)

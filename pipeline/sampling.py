@@ -161,7 +161,7 @@ def local_clip_starts(rng: np.random.Generator, num_frames: int, config: Augment
     inside = first + np.floor(draws * (last - first + 1))
     centres = (np.arange(k) + draws) * segment
     shifted = np.clip(np.round(centres - span / 2), 0, max(num_frames - span, 0))
-    fits = last >= first
+    fits = (last >= first) & (config.clip_placement == "inside")
     starts = np.where(fits, inside, shifted).astype(np.int64)
     return np.where(fits, starts + span / 2, centres), starts
 

@@ -76,6 +76,35 @@ def test_clip_centres_fall_in_their_segments_and_shift_minimally(frames, seed):
 
 
 @settings(max_examples=60, deadline=None)
+@given(frames=st.integers(1, 2000), seed=st.integers(0, 2**31 - 1), stride=st.integers(1, 3))
+@example(frames=64, seed=0, stride=1)  # the motion benchmark: T = K L
+def test_centre_placement_is_the_paper_s_rule_for_every_clip(frames, seed, stride):
+    config = AugmentConfig(levels_per_batch=8, clip_placement="centre", frame_stride=stride)
+    centres, starts = local_clip_starts(np.random.default_rng(seed), frames, config)
+    # Naive: centre uniform in [k T/K, (k+1) T/K), start = centre - span/2 rounded, then the
+    # clip moved as little as needed to lie in [0, T).
+    draws = np.random.default_rng(seed).random(config.num_clips)
+    span = 16 * min(stride, max(1, frames // 16))
+    for k in range(config.num_clips):
+        centre = (k + draws[k]) * frames / config.num_clips
+        start = min(max(round(centre - span / 2), 0), max(frames - span, 0))
+        assert centres[k] == pytest.approx(centre) and starts[k] == start
+
+
+def test_centre_placement_jitters_clips_that_tile_the_video():
+    # T = K L: "inside" leaves each clip one start; the paper's rule moves it over a segment.
+    starts = {placement: np.stack([local_clip_starts(
+        np.random.default_rng(seed), 64, AugmentConfig(clip_placement=placement))[1]
+        for seed in range(400)]) for placement in ("inside", "centre")}
+    assert (starts["inside"] == [0, 16, 32, 48]).all()
+    spread = starts["centre"].max(axis=0) - starts["centre"].min(axis=0)
+    assert (spread >= 8).all()  # 16 positions but for the clamped ends
+    # The middle clips cross a segment border unless the centre falls on the segment's middle;
+    # the end clips are clamped to the video half of the time.
+    assert ((starts["centre"][:, 1:3] % 16) != 0).mean() > 0.85
+
+
+@settings(max_examples=60, deadline=None)
 @given(frames=st.integers(1, 2000), seed=st.integers(0, 2**31 - 1),
        extent=st.sampled_from(["stride", "segment"]), stride=st.integers(1, 4))
 @example(frames=20, seed=0, extent="stride", stride=2)  # shorter than L s: T // L = 1
