@@ -111,12 +111,14 @@ TABLES: dict[int, tuple[str, tuple[Row, ...]]] = {
         *(Row(head, (*_objective("region", True, True), f"--model.temporal_head={head}"))
           for head in ("vcop", "mlp", "gru", "gru_mlp")),
     )),
-    4: ("Table 4: local clips K, global temporal resolution T_v and the clips' extent", (
+    4: ("Table 4: local clips K, global temporal resolution T_v and the clips' extent and "
+        "placement", (
         *(Row(f"K={k}, stages={stages}", _clips(k, stages))
           for k, stages in ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2), (4, 1), (4, 2))),
         *(Row(f"K=4, stages={stages}, segment", (*_clips(4, stages),
                                                  "--augment.clip_extent=segment"))
-          for stages in (1, 2)))),
+          for stages in (1, 2)),
+        Row("K=4, stages=2, centre", (*_clips(4, 2), "--augment.clip_placement=centre")))),
     5: ("Table 5: intensity levels (bins of B/C/S, H, blur)", tuple(
         Row(f"{bcs}/{hue}/{blur}", (f"--augment.level_bins=[{bcs},{bcs},{bcs},{hue},{blur}]",))
         for bcs, hue, blur in ((2, 2, 2), (4, 2, 4), (4, 4, 4), (5, 2, 5)))),
@@ -137,7 +139,9 @@ def _label(row: Row, config: ExperimentConfig) -> str:
     k = config.model.num_clips
     extent = {"stride": f"stride {config.augment.frame_stride}",
               "segment": "span T/K"}[config.augment.clip_extent]
-    return f"K={k}, T_v={t_v} (T_v/KT_c={t_v / (k * t_c):.2f}), clips {extent}"
+    placement = {"inside": "inside segments", "centre": "centres in segments"}[
+        config.augment.clip_placement]
+    return f"K={k}, T_v={t_v} (T_v/KT_c={t_v / (k * t_c):.2f}), clips {extent}, {placement}"
 
 
 def _slug(text: str) -> str:
