@@ -137,3 +137,27 @@ def test_the_level_probe_runs_on_shards(shards):
     assert all(0 <= encoder[name] <= 1 for name in lines[0]["chance"]), lines
     assert encoder["views"][0] > 0 and encoder["views"][0] % 5 == 0, lines  # 1 + K per video
     assert math.isfinite(encoder["critic nats"]) and "own critic nats" not in encoder
+
+
+def test_the_motion_shortcut_probe_runs_on_shards(shards):
+    out = run_script("benchmarks/motion_shortcut.py", "--config", "configs/tiny-cpu.toml",
+                     "--shards", str(shards["frames"]), "--random-seeds", "0", "--batches", "1")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["global view"] for line in lines] == ["as sampled", "static", "reversed",
+                                                       "shuffled"]
+    for line in lines:
+        assert math.isfinite(line["loss_rc"]) and 0 <= line["video top-1"] <= 1
+        # A perfect model's loss (the entropy of S's rows) is below a video-only one's.
+        assert 0 <= line["perfect"] < line["video only"]
+
+
+def test_a_static_global_view_is_its_middle_frame_and_the_others_permute_time():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from motion_shortcut import reversed_in_time, shuffled, static
+
+    frames = torch.arange(2 * 3 * 16 * 2 * 2, dtype=torch.float32).reshape(2, 3, 16, 2, 2)
+    assert (static(frames) == frames[:, :, 8:9]).all()
+    assert (reversed_in_time(frames)[:, :, 0] == frames[:, :, 15]).all()
+    for changed in (reversed_in_time(frames), shuffled(frames)):
+        assert not torch.equal(changed, frames)
+        assert torch.equal(changed.sort(dim=2).values, frames.sort(dim=2).values)
