@@ -102,9 +102,10 @@ def read_ahead(shards: Path, batch_size: int) -> list[FrameBatch]:
     for index, rows in enumerate(loader.batches()):
         views = loader.sample_views(loader.dataset, rows, index, loader.epoch)
         payloads = loader.reader.read(rows)
-        inputs, rows_per_image = frame_inputs(payloads, views.frame_indices,
-                                              pack_view_params(views))
-        batches.append(FrameBatch(inputs, rows_per_image, views.frame_indices.shape))
+        b, v, length = views.frame_indices.shape
+        rows_per_image = np.repeat(pack_view_params(views).reshape(b * v, -1), length, axis=0)
+        batches.append(FrameBatch(frame_inputs(payloads, views.frame_indices), rows_per_image,
+                                  views.frame_indices.shape))
     return batches
 
 

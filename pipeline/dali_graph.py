@@ -7,6 +7,9 @@ the packed parameter row the host sampler produced (pipeline.packing):
            hue/saturation as one affine map of RGB, pipeline.packing.colour_affine)
            -> Gaussian blur -> flip + normalise (float, channels first)
 
+On the GPU the colour map and the blur are DALI's operators; on the CPU they are one compiled
+kernel (pipeline.colour_blur) run by DALI's numba operator on its threads.
+
 `video` payloads: `fn.decoders.video` decodes the sorted distinct frames that any of the V views
 needs, once per video, in one forward pass (no backward seeks: NVDEC pays dearly for each);
 `fn.sequence_rearrange` then lays them out view after view (V * L frames, repeats allowed) and
@@ -22,6 +25,7 @@ nvJPEG through DALI's mixed backends (H.264, HEVC, VP9, AV1, JPEG) and keeps fra
 
 from __future__ import annotations
 
+import functools
 import io
 import time
 from dataclasses import dataclass
@@ -31,6 +35,7 @@ import torch
 from nvidia.dali import fn, pipeline_def, types
 from PIL import Image
 
+from pipeline.colour_blur import colour_blur, same_shape
 from pipeline.config import MEAN, STD
 from pipeline.packing import BLUR_SIGMA, FLIP, PARAMS_WIDTH, X0, X1, Y0, Y1, colour_affine
 
@@ -44,22 +49,50 @@ def _augment(frames, roi_start, roi_end, colour, sigma, mirror, size: int, layou
     out = fn.resize(frames, size=[size, size], roi_start=roi_start, roi_end=roi_end,
                     roi_relative=True, antialias=False, interp_type=types.INTERP_LINEAR)
     if colour is not None:
-        # One pass over the pixels, rounded and clipped once (fn.brightness_contrast + fn.hsv,
-        # two passes, cost about twice as much on the CPU: BENCHMARKS.md).
-        out = fn.coord_transform(out, MT=colour, dtype=types.UINT8)
-    if sigma is not None:
-        out = fn.gaussian_blur(out, sigma=sigma)
+        out = _colour_and_blur(out, colour, sigma, layout="FHWC" if "F" in layout else "HWC")
     return fn.crop_mirror_normalize(
         out, mirror=mirror, dtype=types.FLOAT, output_layout=layout,
         mean=[m * 255 for m in MEAN], std=[s * 255 for s in STD])
 
 
+def _colour_and_blur(frames, colour, sigma, layout: str):
+    """frames (F, H, W, 3) or (H, W, 3) uint8 through the colour map (3, 4), then the blur when
+    sigma (a (1,) DataNode or a float) is not None. On the GPU: DALI's operators (one pass
+    each). On the CPU: one compiled kernel for both (pipeline.colour_blur; DALI's CPU kernels
+    for these two steps were three quarters of the graph's time, BENCHMARKS.md); the same
+    values as the reference's."""
+    if frames.device == "gpu":
+        out = fn.coord_transform(frames, MT=colour, dtype=types.UINT8)
+        return out if sigma is None else fn.gaussian_blur(out, sigma=sigma)
+    if isinstance(colour, list):  # a constant map (fixed_frame_graph)
+        colour = types.Constant(np.asarray(colour, dtype=np.float32).reshape(3, 4))
+    if sigma is None or isinstance(sigma, float):  # no blur (sigma 0) or a constant one
+        sigma = types.Constant(np.full(1, sigma or 0.0, dtype=np.float32))
+    if layout == "HWC":  # the kernel takes frame sequences
+        frames = fn.expand_dims(frames, axes=[0], new_axis_names="F")
+    out = _colour_blur_operator()(frames, colour, sigma)  # (F, H, W, 3)
+    if layout == "HWC":
+        out = fn.squeeze(out, axes=[0])
+    return fn.reshape(out, layout=layout)
+
+
+@functools.cache
+def _colour_blur_operator():
+    """DALI's numba operator running pipeline.colour_blur, compiled once per process (a few
+    seconds) and shared by every graph built after."""
+    from nvidia.dali.plugin.numba.experimental import NumbaFunction
+
+    return NumbaFunction(run_fn=colour_blur, setup_fn=same_shape,
+                         in_types=[types.UINT8, types.FLOAT, types.FLOAT],
+                         ins_ndim=[4, 2, 1], out_types=[types.UINT8], outs_ndim=[4])
+
+
 def _row_arguments(row, colour, blur: bool) -> dict:
     """_augment's arguments from one packed row (PARAMS_WIDTH,) and its colour map (3, 4),
     None without jitter: blur only with jitter (the sampler's intensity levels cover both)."""
+    sigma = row[BLUR_SIGMA:BLUR_SIGMA + 1] if colour is not None and blur else None  # (1,)
     return dict(roi_start=fn.stack(row[Y0], row[X0]), roi_end=fn.stack(row[Y1], row[X1]),
-                colour=colour, sigma=row[BLUR_SIGMA] if colour is not None and blur else None,
-                mirror=fn.cast(row[FLIP], dtype=types.INT32))
+                colour=colour, sigma=sigma, mirror=fn.cast(row[FLIP], dtype=types.INT32))
 
 
 @pipeline_def
@@ -87,11 +120,17 @@ def video_views_graph(views: int, clip_frames: int, size: int, jitter: bool, blu
 @pipeline_def
 def frame_views_graph(size: int, jitter: bool, blur: bool, decoder_device: str):
     """FrameInputs (the batch's JPEGs and which one each image is), and per image its view's
-    row (PARAMS_WIDTH,) and colour (3, 4) when jitter -> per image (C, s, s)."""
-    row = fn.external_source(name="rows", dtype=types.FLOAT, ndim=1)
-    colour = fn.external_source(name="colour", dtype=types.FLOAT, ndim=2) if jitter else None
+    arguments (image_arguments) -> per image (C, s, s)."""
     image = _decoded_frames(decoder_device)
-    return _augment(image, size=size, layout="CHW", **_row_arguments(row, colour, blur))
+    arguments = dict(roi_start=fn.external_source(name="roi_start", dtype=types.FLOAT, ndim=1),
+                     roi_end=fn.external_source(name="roi_end", dtype=types.FLOAT, ndim=1),
+                     mirror=fn.external_source(name="mirror", dtype=types.INT32, ndim=0),
+                     colour=None, sigma=None)
+    if jitter:
+        arguments["colour"] = fn.external_source(name="colour", dtype=types.FLOAT, ndim=2)
+        if blur:
+            arguments["sigma"] = fn.external_source(name="sigma", dtype=types.FLOAT, ndim=1)
+    return _augment(image, size=size, layout="CHW", **arguments)
 
 
 def _decoded_frames(decoder_device: str):
@@ -177,21 +216,36 @@ def _distinct_frames(frame_indices: np.ndarray) -> list[tuple[np.ndarray, np.nda
     return [np.unique(f.reshape(-1), return_inverse=True) for f in frame_indices]
 
 
-def frame_inputs(payloads: list, frame_indices: np.ndarray, rows: np.ndarray
-                 ) -> tuple[FrameInputs, np.ndarray]:
-    """frame_views_graph's inputs for a batch: payloads (B,) lists of JPEGs, frame_indices
-    (B, V, L), rows (B, V, PARAMS_WIDTH) -> (the JPEGs of each video's distinct needed frames
-    and where each of the B*V*L images comes from, the images' rows (B*V*L, PARAMS_WIDTH)).
-    Every input is a dense array: DALI reads its first axis as the batch."""
+def frame_inputs(payloads: list, frame_indices: np.ndarray) -> FrameInputs:
+    """frame_views_graph's JPEGs for a batch: payloads (B,) lists of JPEGs, frame_indices
+    (B, V, L) -> the JPEGs of each video's distinct needed frames and where each of the B*V*L
+    images comes from."""
     b, v, length = frame_indices.shape
     jpegs: list[bytes] = []
     gather = np.empty((b, v * length), dtype=np.int32)
     for i, (frames, inverse) in enumerate(_distinct_frames(frame_indices)):
         gather[i] = len(jpegs) + inverse
         jpegs.extend(payloads[i][frame] for frame in frames.tolist())
-    per_image = np.repeat(rows.reshape(b * v, PARAMS_WIDTH).astype(np.float32, copy=False),
-                          length, axis=0)
-    return FrameInputs.pack(jpegs, gather.reshape(-1)), per_image
+    return FrameInputs.pack(jpegs, gather.reshape(-1))
+
+
+def image_arguments(rows: np.ndarray, length: int, jitter: bool, blur: bool
+                    ) -> dict[str, np.ndarray]:
+    """frame_views_graph's per-image arguments, each one dense array fed by name, from the rows
+    (M, PARAMS_WIDTH) of M views of `length` frames each (N = M * length images, view after
+    view): roi_start / roi_end (N, 2) (y, x), mirror (N,) int32; with jitter colour (N, 3, 4),
+    and with blur too sigma (N, 1). Cutting these out of a fed row inside the graph took one
+    small operator per argument and image, about a quarter of the graph's time once colour
+    and blur were a compiled kernel (BENCHMARKS.md)."""
+    per_view = {"roi_start": rows[:, [Y0, X0]], "roi_end": rows[:, [Y1, X1]],
+                "mirror": rows[:, FLIP].astype(np.int32)}
+    if jitter:
+        per_view["colour"] = colour_affine(rows)
+        if blur:
+            per_view["sigma"] = rows[:, BLUR_SIGMA:BLUR_SIGMA + 1]
+    return {name: np.repeat(value.astype(np.int32 if name == "mirror" else np.float32,
+                                         copy=False), length, axis=0)
+            for name, value in per_view.items()}
 
 
 def _to_torch(tensor_list, device: torch.device) -> torch.Tensor:
@@ -267,11 +321,10 @@ class DaliViews:
                 self.pipe.feed_input("colour", list(colour_affine(rows)))  # (V, 3, 4) each
             (views,) = self._run_pipeline()  # (B, V, 3, L, s, s)
             return views
-        jpegs, per_image = frame_inputs(payloads, frame_indices, rows)
-        jpegs.feed(self.pipe)
-        self.pipe.feed_input("rows", per_image)
-        if self.jitter:
-            per_view = colour_affine(rows.reshape(b * v, PARAMS_WIDTH))  # (B*V, 3, 4)
-            self.pipe.feed_input("colour", np.repeat(per_view, length, axis=0))
+        frame_inputs(payloads, frame_indices).feed(self.pipe)
+        arguments = image_arguments(rows.reshape(b * v, PARAMS_WIDTH), length, self.jitter,
+                                    self.blur)
+        for name, value in arguments.items():
+            self.pipe.feed_input(name, value)
         (out,) = self._run_pipeline()  # (B*V*L, 3, s, s)
         return out.reshape(b, v, length, 3, self.size, self.size).permute(0, 1, 3, 2, 4, 5)

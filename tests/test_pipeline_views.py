@@ -12,7 +12,7 @@ from media import write_frames
 
 from pipeline import build_pretrain_loader, packing
 from pipeline.config import MEAN, STD, AugmentConfig
-from pipeline.dali_graph import FILLER_JPEG, DaliViews, frame_inputs
+from pipeline.dali_graph import FILLER_JPEG, DaliViews, frame_inputs, image_arguments
 from pipeline.packing import pack_view_params
 from pipeline.reference import render_sample
 from pipeline.sampling import ViewParams, sample_pretrain_views
@@ -64,8 +64,7 @@ def test_frame_inputs_hold_each_distinct_frame_once_and_gather_every_image():
                  for _ in range(frames)] for frames in (12, 7)]
     frame_indices = np.stack([rng.integers(0, 7, (3, 4)), rng.integers(0, 7, (3, 4))])
     frame_indices[0, 1] = frame_indices[0, 0]  # two views of video 0 share their frames
-    rows = rng.random((2, 3, packing.PARAMS_WIDTH)).astype(np.float32)
-    inputs, per_image = frame_inputs(payloads, frame_indices, rows)
+    inputs = frame_inputs(payloads, frame_indices)
     naive = [payloads[b][f] for b in range(2) for f in frame_indices[b].reshape(-1)]
     assert [inputs.jpeg(j).tobytes() for j in inputs.gather] == naive
     assert inputs.distinct == sum(len(np.unique(f)) for f in frame_indices)
@@ -75,7 +74,29 @@ def test_frame_inputs_hold_each_distinct_frame_once_and_gather_every_image():
     for j, length in enumerate(inputs.lengths):
         assert not inputs.padded[j, length:].any()
     assert inputs.gather.dtype == inputs.lengths.dtype == np.int32
-    assert np.array_equal(per_image, np.repeat(rows.reshape(6, -1), 4, axis=0))
+
+
+@pytest.mark.parametrize(("jitter", "blur"), [(True, True), (True, False), (False, False)])
+def test_image_arguments_give_each_image_its_views_values(jitter, blur):
+    rng = np.random.default_rng(4)
+    rows = rng.random((6, packing.PARAMS_WIDTH)).astype(np.float32)
+    rows[:, packing.FLIP] = rng.integers(0, 2, 6)
+    arguments = image_arguments(rows, 4, jitter, blur)
+    expected = {"roi_start", "roi_end", "mirror"} | ({"colour"} if jitter else set()) | (
+        {"sigma"} if jitter and blur else set())
+    assert set(arguments) == expected
+    for image in range(24):  # naive: image i belongs to view i // 4
+        row = rows[image // 4]
+        assert arguments["roi_start"][image].tolist() == [row[packing.Y0], row[packing.X0]]
+        assert arguments["roi_end"][image].tolist() == [row[packing.Y1], row[packing.X1]]
+        assert arguments["mirror"][image] == int(row[packing.FLIP])
+        if jitter:
+            np.testing.assert_allclose(arguments["colour"][image],
+                                       packing.colour_affine(row[None])[0], rtol=1e-6)
+        if jitter and blur:
+            assert arguments["sigma"][image].tolist() == [row[packing.BLUR_SIGMA]]
+    assert arguments["mirror"].dtype == np.int32
+    assert all(a.dtype == np.float32 for name, a in arguments.items() if name != "mirror")
 
 
 def test_the_packed_row_holds_view_params_in_their_own_units_by_name():
