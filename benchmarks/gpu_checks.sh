@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every GPU check in one command, for a GPU host with DALI and PyAV importable (on the lent
-# device: ../shared/tools/device-wheels.sh, then PYTHONPATH=/tmp/site:$PWD). Writes each log to
+# Every GPU check in one command, for a GPU host with DALI, PyAV and numba importable (on the
+# lent device: ../shared/tools/device-wheels.sh numba llvmlite, then PYTHONPATH=/tmp/site:$PWD;
+# numba runs the CPU graphs' colour + blur kernel, pipeline/colour_blur.py). Writes each log to
 # $OUT (default /tmp/gpu-checks) and prints it:
 #   1. the device;  2. the `gpu`-marked tests (NVDEC / nvJPEG parity with DALI CPU, bf16 +
 #   channels_last_3d encoder);  3. the train step, fp32 / bf16 / bf16 + torch.compile, on DALI GPU

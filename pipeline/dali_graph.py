@@ -35,7 +35,6 @@ import torch
 from nvidia.dali import fn, pipeline_def, types
 from PIL import Image
 
-from pipeline.colour_blur import colour_blur, same_shape
 from pipeline.config import MEAN, STD
 from pipeline.packing import BLUR_SIGMA, FLIP, PARAMS_WIDTH, X0, X1, Y0, Y1, colour_affine
 
@@ -79,8 +78,11 @@ def _colour_and_blur(frames, colour, sigma, layout: str):
 @functools.cache
 def _colour_blur_operator():
     """DALI's numba operator running pipeline.colour_blur, compiled once per process (a few
-    seconds) and shared by every graph built after."""
+    seconds) and shared by every graph built after. Imported here: GPU-only graphs need no
+    numba."""
     from nvidia.dali.plugin.numba.experimental import NumbaFunction
+
+    from pipeline.colour_blur import colour_blur, same_shape
 
     return NumbaFunction(run_fn=colour_blur, setup_fn=same_shape,
                          in_types=[types.UINT8, types.FLOAT, types.FLOAT],
