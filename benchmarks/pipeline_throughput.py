@@ -57,18 +57,22 @@ PLACEMENTS = {"cpu": ("cpu", "cpu"), "gpu": ("gpu", "gpu"), "host-gpu": ("gpu", 
 
 
 def epoch_rate(shards: Path, backend: str, placement: str, batch_size: int, threads: int,
-               gpu_share: float = DEFAULT_GPU_SHARE) -> tuple[float, float]:
-    """(videos/s, host milliseconds per video) over the second of two epochs: the first
-    builds the graph and checks every payload once (LoaderStats.host_seconds: sampling,
-    reading, packing, building inputs, assembling, on the loader's one producer thread; with
-    the split, building the inputs counts as rendering)."""
+               gpu_share: float = DEFAULT_GPU_SHARE, warmup_epochs: int = 1
+               ) -> tuple[float, float]:
+    """(videos/s, host milliseconds per video) over the epoch after `warmup_epochs`: the first
+    builds the graph and checks every payload once, and DALI's buffers grow over the first
+    epochs to the largest samples seen (LoaderStats.host_seconds: sampling, reading, packing,
+    building inputs, assembling, on the loader's one producer thread; with the split, building
+    the inputs counts as rendering)."""
     device, decode = PLACEMENTS[placement]
     loader = build_pretrain_loader(shards, batch_size, device=device, backend=backend,
                                    num_threads=threads, levels_per_batch=8, prefetch=2,
                                    decode=decode, gpu_share=gpu_share)
-    for _ in loader:
-        pass
-    loader.set_epoch(1)
+    for epoch in range(warmup_epochs):
+        loader.set_epoch(epoch)
+        for _ in loader:
+            pass
+    loader.set_epoch(warmup_epochs)
     start = time.perf_counter()
     videos = 0
     for batch in loader:
@@ -186,7 +190,7 @@ def pillow_rate(batches: list[FrameBatch], size: int, threads: int) -> float:
 
 
 def print_ceiling(shards: Path, loader_rate: float, batch_size: int, threads: int,
-                  rounds: int) -> None:
+                  rounds: int, warmup_epochs: int) -> None:
     """The loader's rate against the bare graph with and without colour/blur and Pillow, over
     `rounds` rounds that alternate all four (the loader timed again from the second round on),
     then the median of each and the median of the loader's per-round ratios."""
@@ -201,7 +205,8 @@ def print_ceiling(shards: Path, loader_rate: float, batch_size: int, threads: in
     measured: dict[str, list[float]] = {"loader": [], **{name: [] for name in names}}
     for round_index in range(rounds):
         if round_index:
-            loader_rate, _ = epoch_rate(shards, "dali", "cpu", batch_size, threads)
+            loader_rate, _ = epoch_rate(shards, "dali", "cpu", batch_size, threads,
+                                        warmup_epochs=warmup_epochs)
         measured["loader"].append(loader_rate)
         for name, rate in zip(names, (bare_graph_rate(batches, size, True, threads),
                                       bare_graph_rate(batches, size, False, threads),
@@ -234,6 +239,9 @@ def main() -> int:
                         help="frames on the CPU: also the bare graph and a Pillow renderer")
     parser.add_argument("--rounds", type=int, default=1,
                         help="with --ceiling: alternate the four this many times (medians)")
+    parser.add_argument("--warmup-epochs", type=int, default=1,
+                        help="loader epochs before the timed one (DALI's buffers grow over "
+                             "the first epochs of variable-size views)")
     args = parser.parse_args()
     unknown = set(args.devices.split(",")) - set(PLACEMENTS)
     if unknown:
@@ -254,17 +262,18 @@ def main() -> int:
             baseline = None
             if not args.skip_reference:
                 baseline, _ = epoch_rate(shards, "reference", "cpu", args.batch_size,
-                                         args.threads)
+                                         args.threads, warmup_epochs=args.warmup_epochs)
                 print(f"{payload:6s} reference (PyAV + numpy) {baseline:7.2f} videos/s")
             for device in args.devices.split(","):
                 rate, host_ms = epoch_rate(shards, "dali", device, args.batch_size,
-                                           args.threads, args.gpu_share)
+                                           args.threads, args.gpu_share, args.warmup_epochs)
                 ratio = f"  {rate / baseline:5.2f}x the reference" if baseline else ""
                 print(f"{payload:6s} DALI {device:8s}          {rate:7.2f} videos/s{ratio}"
                       f"  host {host_ms:.2f} ms/video (one thread feeds "
                       f"{1e3 / host_ms:.0f} videos/s)", flush=True)
                 if args.ceiling and payload == "frames" and device == "cpu":
-                    print_ceiling(shards, rate, args.batch_size, args.threads, args.rounds)
+                    print_ceiling(shards, rate, args.batch_size, args.threads, args.rounds,
+                                  args.warmup_epochs)
     return 0
 
 
