@@ -236,9 +236,8 @@ def image_arguments(rows: np.ndarray, length: int, jitter: bool, blur: bool
     """frame_views_graph's per-image arguments, each one dense array fed by name, from the rows
     (M, PARAMS_WIDTH) of M views of `length` frames each (N = M * length images, view after
     view): roi_start / roi_end (N, 2) (y, x), mirror (N,) int32; with jitter colour (N, 3, 4),
-    and with blur too sigma (N, 1). Cutting these out of a fed row inside the graph took one
-    small operator per argument and image, about a quarter of the graph's time once colour
-    and blur were a compiled kernel (BENCHMARKS.md)."""
+    and with blur too sigma (N, 1). Fed so, rather than cut out of a fed row inside the graph
+    (as the video graph does per view), they cost the graph no per-image slicing operators."""
     per_view = {"roi_start": rows[:, [Y0, X0]], "roi_end": rows[:, [Y1, X1]],
                 "mirror": rows[:, FLIP].astype(np.int32)}
     if jitter:
