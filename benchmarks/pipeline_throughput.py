@@ -57,31 +57,31 @@ PLACEMENTS = {"cpu": ("cpu", "cpu"), "gpu": ("gpu", "gpu"), "host-gpu": ("gpu", 
 
 
 def epoch_rate(shards: Path, backend: str, placement: str, batch_size: int, threads: int,
-               gpu_share: float = DEFAULT_GPU_SHARE, warmup_epochs: int = 1
-               ) -> tuple[float, float]:
-    """(videos/s, host milliseconds per video) over the epoch after `warmup_epochs`: the first
-    builds the graph and checks every payload once, and DALI's buffers grow over the first
-    epochs to the largest samples seen (LoaderStats.host_seconds: sampling, reading, packing,
-    building inputs, assembling, on the loader's one producer thread; with the split, building
-    the inputs counts as rendering)."""
+               gpu_share: float = DEFAULT_GPU_SHARE, epochs: int = 1) -> tuple[float, float]:
+    """(videos/s, host milliseconds per video) over `epochs` epochs after a first untimed one,
+    which builds the graph and checks every payload once (LoaderStats.host_seconds: sampling,
+    reading, packing, building inputs, assembling, on the loader's one producer thread; with
+    the split, building the inputs counts as rendering). On a shared 2-core machine one epoch
+    of a few batches varies by +-15% from run to run; several even it out."""
     device, decode = PLACEMENTS[placement]
     loader = build_pretrain_loader(shards, batch_size, device=device, backend=backend,
                                    num_threads=threads, levels_per_batch=8, prefetch=2,
                                    decode=decode, gpu_share=gpu_share)
-    for epoch in range(warmup_epochs):
+    for _ in loader:
+        pass
+    videos, seconds, host_seconds = 0, 0.0, 0.0
+    for epoch in range(1, epochs + 1):
         loader.set_epoch(epoch)
-        for _ in loader:
-            pass
-    loader.set_epoch(warmup_epochs)
-    start = time.perf_counter()
-    videos = 0
-    for batch in loader:
-        videos += len(batch.video_id)
-    if device == "gpu":  # the delivery device
-        torch.cuda.synchronize()
-    if loader.stats.skipped:
-        raise RuntimeError(f"skipped videos: {loader.stats.skipped}")
-    return videos / (time.perf_counter() - start), 1e3 * loader.stats.host_seconds / videos
+        start = time.perf_counter()
+        for batch in loader:
+            videos += len(batch.video_id)
+        if device == "gpu":  # the delivery device
+            torch.cuda.synchronize()
+        seconds += time.perf_counter() - start
+        host_seconds += loader.stats.host_seconds
+        if loader.stats.skipped:
+            raise RuntimeError(f"skipped videos: {loader.stats.skipped}")
+    return videos / seconds, 1e3 * host_seconds / videos
 
 
 @dataclass
@@ -190,7 +190,7 @@ def pillow_rate(batches: list[FrameBatch], size: int, threads: int) -> float:
 
 
 def print_ceiling(shards: Path, loader_rate: float, batch_size: int, threads: int,
-                  rounds: int, warmup_epochs: int) -> None:
+                  rounds: int, epochs: int) -> None:
     """The loader's rate against the bare graph with and without colour/blur and Pillow, over
     `rounds` rounds that alternate all four (the loader timed again from the second round on),
     then the median of each and the median of the loader's per-round ratios."""
@@ -206,7 +206,7 @@ def print_ceiling(shards: Path, loader_rate: float, batch_size: int, threads: in
     for round_index in range(rounds):
         if round_index:
             loader_rate, _ = epoch_rate(shards, "dali", "cpu", batch_size, threads,
-                                        warmup_epochs=warmup_epochs)
+                                        epochs=epochs)
         measured["loader"].append(loader_rate)
         for name, rate in zip(names, (bare_graph_rate(batches, size, True, threads),
                                       bare_graph_rate(batches, size, False, threads),
@@ -239,9 +239,8 @@ def main() -> int:
                         help="frames on the CPU: also the bare graph and a Pillow renderer")
     parser.add_argument("--rounds", type=int, default=1,
                         help="with --ceiling: alternate the four this many times (medians)")
-    parser.add_argument("--warmup-epochs", type=int, default=1,
-                        help="loader epochs before the timed one (DALI's buffers grow over "
-                             "the first epochs of variable-size views)")
+    parser.add_argument("--epochs", type=int, default=1,
+                        help="loader epochs timed, after a first untimed one")
     args = parser.parse_args()
     unknown = set(args.devices.split(",")) - set(PLACEMENTS)
     if unknown:
@@ -262,18 +261,18 @@ def main() -> int:
             baseline = None
             if not args.skip_reference:
                 baseline, _ = epoch_rate(shards, "reference", "cpu", args.batch_size,
-                                         args.threads, warmup_epochs=args.warmup_epochs)
+                                         args.threads, epochs=args.epochs)
                 print(f"{payload:6s} reference (PyAV + numpy) {baseline:7.2f} videos/s")
             for device in args.devices.split(","):
                 rate, host_ms = epoch_rate(shards, "dali", device, args.batch_size,
-                                           args.threads, args.gpu_share, args.warmup_epochs)
+                                           args.threads, args.gpu_share, args.epochs)
                 ratio = f"  {rate / baseline:5.2f}x the reference" if baseline else ""
                 print(f"{payload:6s} DALI {device:8s}          {rate:7.2f} videos/s{ratio}"
                       f"  host {host_ms:.2f} ms/video (one thread feeds "
                       f"{1e3 / host_ms:.0f} videos/s)", flush=True)
                 if args.ceiling and payload == "frames" and device == "cpu":
                     print_ceiling(shards, rate, args.batch_size, args.threads, args.rounds,
-                                  args.warmup_epochs)
+                                  args.epochs)
     return 0
 
 
