@@ -243,6 +243,8 @@ def main() -> int:
                         help="loader epochs timed, after a first untimed one")
     args = parser.parse_args()
     unknown = set(args.devices.split(",")) - set(PLACEMENTS)
+    if args.epochs < 1:
+        parser.error("--epochs must be at least 1")
     if unknown:
         parser.error(f"unknown --devices {sorted(unknown)}: {', '.join(PLACEMENTS)}")
     with tempfile.TemporaryDirectory() as folder:

@@ -3,14 +3,14 @@
 DALI's CPU operators for these two steps (`fn.coord_transform`, `fn.gaussian_blur`) cost about
 what numpy and Pillow cost for them and were three quarters of the CPU graph's time
 (BENCHMARKS.md); this loop, compiled by numba through DALI's numba operator
-(pipeline.dali_graph), does both in a fraction of that. It computes exactly what the reference
-does (pipeline.reference.colour then gaussian_blur), the colour in float64 as there, the
-blur in float32:
+(pipeline.dali_graph), does both in a fraction of that. It computes the reference's formulas
+(pipeline.reference.colour then gaussian_blur), the colour in float64 as there (the same
+values), the blur in float32 (within 1 grey level of the reference's float64 sum):
 
     colour:  out = clip(rint(M[:, :3] @ rgb + M[:, 3]), 0, 255)     M the view's (3, 4) map
-    blur:    separable Gaussian over H then W, taps exp(-t^2 / (2 sigma^2)) normalised,
+    blur:    separable Gaussian over W then H, taps exp(-t^2 / (2 sigma^2)) normalised,
              t in [-ceil(3 sigma), ceil(3 sigma)], borders mirrored without repeating the edge
-             (reflect-101), rounded and clipped once; sigma <= 0: no blur
+             (reflect-101), rounded and clipped once; sigma <= 0 (or NaN): no blur
 
 `colour_blur` is left a plain function because DALI's operator compiles it itself (it refuses
 an already compiled one); the helpers it calls are compiled here. Tests compile it with
@@ -46,7 +46,7 @@ def reflect_101(length: int, radius: int) -> np.ndarray:
 @njit
 def gaussian_taps(sigma: float) -> np.ndarray:
     """The blur's normalised taps (2 ceil(3 sigma) + 1,) float32; (1,) = [1] for sigma <= 0."""
-    if sigma <= 0:
+    if not sigma > 0:  # 0, negative or NaN: no blur
         return np.ones(1, dtype=np.float32)
     radius = math.ceil(3.0 * sigma)
     taps = np.empty(2 * radius + 1, dtype=np.float64)
@@ -62,7 +62,8 @@ def _round_to_byte(value):
 
 def colour_blur(out, frames, colour, sigma):
     """out (F, H, W, 3) uint8 <- frames (F, H, W, 3) uint8 through colour (3, 4) float32, then
-    the Gaussian blur of sigma (1,) float32. DALI's numba operator calls it once per view."""
+    the Gaussian blur of sigma (1,) float32. DALI's numba operator calls it once per sample: a
+    view's clip (video graph) or one image (frames graph, F = 1)."""
     count, height, width, _ = frames.shape
     taps = gaussian_taps(sigma[0])
     radius = (len(taps) - 1) // 2

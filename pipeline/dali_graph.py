@@ -58,14 +58,14 @@ def _colour_and_blur(frames, colour, sigma, layout: str):
     """frames (F, H, W, 3) or (H, W, 3) uint8 through the colour map (3, 4), then the blur when
     sigma (a (1,) DataNode or a float) is not None. On the GPU: DALI's operators (one pass
     each). On the CPU: one compiled kernel for both (pipeline.colour_blur; DALI's CPU kernels
-    for these two steps were three quarters of the graph's time, BENCHMARKS.md); the same
-    values as the reference's."""
+    for these two steps were three quarters of the graph's time, BENCHMARKS.md), within 1
+    grey level of the reference's."""
     if frames.device == "gpu":
         out = fn.coord_transform(frames, MT=colour, dtype=types.UINT8)
         return out if sigma is None else fn.gaussian_blur(out, sigma=sigma)
-    if isinstance(colour, list):  # a constant map (fixed_frame_graph)
+    if isinstance(colour, list | tuple | np.ndarray):  # a constant map (fixed_frame_graph)
         colour = types.Constant(np.asarray(colour, dtype=np.float32).reshape(3, 4))
-    if sigma is None or isinstance(sigma, float):  # no blur (sigma 0) or a constant one
+    if sigma is None or isinstance(sigma, int | float):  # no blur (sigma 0) or a constant one
         sigma = types.Constant(np.full(1, sigma or 0.0, dtype=np.float32))
     if layout == "HWC":  # the kernel takes frame sequences
         frames = fn.expand_dims(frames, axes=[0], new_axis_names="F")
@@ -239,7 +239,7 @@ def image_arguments(rows: np.ndarray, length: int, jitter: bool, blur: bool
     and with blur too sigma (N, 1). Fed so, rather than cut out of a fed row inside the graph
     (as the video graph does per view), they cost the graph no per-image slicing operators."""
     per_view = {"roi_start": rows[:, [Y0, X0]], "roi_end": rows[:, [Y1, X1]],
-                "mirror": rows[:, FLIP].astype(np.int32)}
+                "mirror": rows[:, FLIP] > 0.5}
     if jitter:
         per_view["colour"] = colour_affine(rows)
         if blur:

@@ -25,6 +25,12 @@ def run_kernel(frames: np.ndarray, colour: np.ndarray, sigma: float) -> np.ndarr
     return out
 
 
+def as_fed(sigma: float) -> float:
+    """sigma as the kernel sees it (float32): the references get the same value (at 1/3 a
+    float64 gives ceil(3 sigma) = 1, its float32 2)."""
+    return float(np.float32(sigma))
+
+
 def naive_colour_blur(frames: np.ndarray, colour: np.ndarray, sigma: float) -> np.ndarray:
     """Pixel by pixel in float64: the map, rounded half to even and clipped; then each output
     pixel a 2-D sum over the (2r+1)^2 window of Gaussian weights, indices mirrored at the
@@ -70,7 +76,8 @@ def test_the_kernel_matches_a_naive_pixel_by_pixel_reference(shape, sigma):
     rng = np.random.default_rng(sum(shape))
     frames = rng.integers(0, 256, shape, dtype=np.uint8)
     colour = random_colour(rng)
-    got, want = run_kernel(frames, colour, sigma), naive_colour_blur(frames, colour, sigma)
+    want = naive_colour_blur(frames, colour, as_fed(sigma))
+    got = run_kernel(frames, colour, sigma)
     # The kernel blurs in float32, the naive sum in float64: a value within 1e-4 of a
     # rounding boundary may round the other way.
     assert np.abs(got.astype(int) - want).max() <= 1
@@ -85,7 +92,7 @@ def test_the_kernel_computes_what_the_reference_renderer_does(count, height, wid
     rng = np.random.default_rng(seed)
     frames = rng.integers(0, 256, (count, height, width, 3), dtype=np.uint8)
     colour = random_colour(rng)
-    want = reference.gaussian_blur(reference.colour(frames, colour), sigma)
+    want = reference.gaussian_blur(reference.colour(frames, colour), as_fed(sigma))
     got = run_kernel(frames, colour, sigma)
     assert np.abs(got.astype(int) - want).max() <= 1
     assert (got != want).mean() < 0.01
@@ -129,30 +136,41 @@ def test_blur_spreads_a_point_by_its_sigma():
     assert np.array_equal(wide[0, :, :, 0], wide[0, :, :, 0].T)  # isotropic, symmetric
 
 
-def test_the_cpu_graph_runs_the_kernel_per_image_with_its_own_values():
-    """frame_views_graph's colour + blur on DALI's CPU threads equals the kernel's output on
-    each image's own map and sigma (the rest of the chain set to identity: full-frame ROI at
-    the frame's size, no flip)."""
+@pytest.mark.parametrize("layout", ["HWC", "FHWC"])
+@pytest.mark.parametrize("constant", [False, True])
+def test_the_cpu_graph_gives_each_sample_its_own_colour_and_blur(layout, constant):
+    """dali_graph._colour_and_blur on DALI's CPU threads: per sample (an image, HWC, as in the
+    frames graph; or a clip, FHWC, as in the video graph) the reference's colour and blur
+    of that sample's own map and sigma (fed per sample), or of constants (a list map and a
+    float sigma, as fixed_frame_graph passes them), within 1 grey level."""
     from nvidia.dali import fn, pipeline_def, types
 
     from pipeline.dali_graph import _colour_and_blur
 
     rng = np.random.default_rng(9)
-    images = [rng.integers(0, 256, (8 + i, 10 - i, 3), dtype=np.uint8) for i in range(4)]
-    colours = [random_colour(rng) for _ in images]
+    shape = (lambda i: (8 + i, 10 - i, 3)) if layout == "HWC" else (lambda i: (3, 8 + i, 9, 3))
+    samples = [rng.integers(0, 256, shape(i), dtype=np.uint8) for i in range(4)]
+    colours = [random_colour(rng) for _ in samples]
     sigmas = [np.array([s], np.float32) for s in (0.0, 0.5, 1.2, 2.0)]
+    if constant:
+        colours, sigmas = [colours[0]] * 4, [np.array([1.5], np.float32)] * 4
 
     @pipeline_def
     def graph():
-        image = fn.external_source(source=lambda: images, batch=True, layout="HWC")
+        frames = fn.external_source(source=lambda: samples, batch=True, layout=layout)
+        if constant:
+            return _colour_and_blur(frames, colours[0].ravel().tolist(), 1.5, layout=layout)
         colour = fn.external_source(source=lambda: colours, batch=True, dtype=types.FLOAT)
         sigma = fn.external_source(source=lambda: sigmas, batch=True, dtype=types.FLOAT)
-        return _colour_and_blur(image, colour, sigma, layout="HWC")
+        return _colour_and_blur(frames, colour, sigma, layout=layout)
 
     pipe = graph(batch_size=4, num_threads=2, device_id=None, exec_dynamic=True)
     pipe.build()
     (out,) = pipe.run()
-    for i, image in enumerate(images):
-        want = run_kernel(image[None], colours[i], float(sigmas[i][0]))[0]
-        assert np.array_equal(np.asarray(out[i]), want)
-        assert out[i].layout() == "HWC"
+    for i, sample in enumerate(samples):
+        clip = sample if layout == "FHWC" else sample[None]
+        want = reference.gaussian_blur(reference.colour(clip, colours[i]),
+                                       float(sigmas[i][0]))
+        got = np.asarray(out[i]) if layout == "FHWC" else np.asarray(out[i])[None]
+        assert np.abs(got.astype(int) - want).max() <= 1
+        assert out[i].layout() == layout

@@ -51,11 +51,23 @@ def test_dali_cpu_matches_the_reference_per_view(shards, payload):
     dali = DaliViews(payload, 5, 16, 112, jitter=True, blur=True, device="cpu",
                      max_batch=len(rows)).run([r["payload"] for r in rows],
                                               views.frame_indices, packed).numpy()
+    unblurred = packed.copy()
+    unblurred[..., packing.BLUR_SIGMA] = 0
+    blurred_views = 0
     for b, row in enumerate(rows):
-        reference = render_sample(row["payload"], row["codec"], views.frame_indices[b],
-                                  packed[b], 112)
+        reference, without_blur = (
+            render_sample(row["payload"], row["codec"], views.frame_indices[b], p[b], 112)
+            for p in (packed, unblurred))
         for v in range(5):
             assert psnr(dali[b, v], reference[v]) >= 30, (b, v, packed[b, v])
+            # Each view gets its own blur: closer to the reference with that view's sigma
+            # than to the same view unblurred (paired, so the decoders' differences, the
+            # larger part for VP9, cancel out).
+            if packed[b, v, packing.BLUR_SIGMA] >= 1.0:
+                blurred_views += 1
+                assert psnr(dali[b, v], reference[v]) > psnr(dali[b, v], without_blur[v]), (
+                    b, v, packed[b, v])
+    assert blurred_views >= 3
 
 
 def test_frame_inputs_hold_each_distinct_frame_once_and_gather_every_image():
