@@ -41,9 +41,10 @@ from pipeline.packing import BLUR_SIGMA, FLIP, PARAMS_WIDTH, X0, X1, Y0, Y1, col
 
 def _augment(frames, roi_start, roi_end, colour, sigma, mirror, size: int, layout: str):
     """The per-view chain on (F)HWC uint8 frames. Its arguments are per-sample DataNodes (the
-    loader's graphs, from a packed row: _row_arguments) or constants (fixed_frame_graph):
-    roi_start / roi_end (y, x) relative, colour a (3, 4) affine map of RGB or None (no jitter),
-    sigma the blur's or None (no blur), mirror 0 or 1."""
+    loader's graphs: fed per image, image_arguments, or cut from a packed row per view,
+    _row_arguments) or constants (fixed_frame_graph): roi_start / roi_end (y, x) relative,
+    colour a (3, 4) affine map of RGB or None (no jitter), sigma the blur's, (1,), or None
+    (no blur), mirror 0 or 1."""
     # DALI's ROI follows the (H, W) layout: (y, x) points.
     out = fn.resize(frames, size=[size, size], roi_start=roi_start, roi_end=roi_end,
                     roi_relative=True, antialias=False, interp_type=types.INTERP_LINEAR)
